@@ -1,0 +1,4 @@
+from driver_loader.cli import main
+
+if __name__ == "__main__":
+    main()

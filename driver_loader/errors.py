@@ -1,0 +1,60 @@
+"""Exit codes and the one error type the CLI turns into text and a status."""
+
+from __future__ import annotations
+
+import enum
+from typing import Sequence
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    RUNTIME = 1
+    USAGE = 2
+    NO_DRIVER = 3
+    VERIFICATION = 4
+    LOAD = 5
+    UNSUPPORTED_HOST = 6
+
+
+class LoaderError(Exception):
+    """A failure with a purpose: an exit code, a one-line reason, what was tried and what to do next."""
+
+    exit_code: ExitCode = ExitCode.RUNTIME
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        tried: Sequence[str] = (),
+        exit_code: ExitCode | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.tried = tuple(tried)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(LoaderError):
+    exit_code = ExitCode.USAGE
+
+
+class NoDriverError(LoaderError):
+    exit_code = ExitCode.NO_DRIVER
+
+
+class VerificationError(LoaderError):
+    exit_code = ExitCode.VERIFICATION
+
+
+class LoadError(LoaderError):
+    exit_code = ExitCode.LOAD
+
+
+class UnsupportedHostError(LoaderError):
+    exit_code = ExitCode.UNSUPPORTED_HOST

@@ -1,0 +1,70 @@
+"""Artifact file names, URLs and cache paths. Pure functions; nothing here touches the network or disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+from typing import Optional, Sequence, Tuple
+from urllib.parse import quote
+
+# A value that reaches a URL or a file path must be one plain path segment.
+_UNSAFE = re.compile(r"[/\\\s\x00-\x1f\x7f]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One artifact to look for: its file name, where it lives in the cache, and one URL per repository."""
+
+    filename: str
+    cache_path: str
+    urls: Tuple[str, ...]
+
+
+def unsafe_reason(label: str, value: str) -> Optional[str]:
+    """Why `value` may not be used in a file name or URL, or None when it is safe."""
+    if value == "":
+        return f"{label} is empty"
+    if value in (".", "..") or value.startswith(".."):
+        return f"{label} {value!r} is a relative path segment"
+    if _UNSAFE.search(value):
+        return f"{label} {value!r} contains '/', whitespace or a control character"
+    if len(value) > 200:
+        return f"{label} is longer than 200 characters"
+    return None
+
+
+def artifact_filename(name: str, target: str, release: str, version: str, extension: str) -> str:
+    return f"{name}_{target}_{release}_{version}{extension}"
+
+
+def quote_segment(segment: str) -> str:
+    """Percent-encode one path segment; `+` becomes %2B, `~` stays literal."""
+    return quote(segment, safe="-._~")
+
+
+def artifact_url(repo: str, driver_version: str, arch: str, filename: str) -> str:
+    return "/".join([repo.rstrip("/"), quote_segment(driver_version), quote_segment(arch), quote_segment(filename)])
+
+
+def cache_path(cache_dir: str, driver_version: str, arch: str, filename: str) -> str:
+    path = posixpath.join(cache_dir, driver_version, arch, filename)
+    if posixpath.commonpath([posixpath.normpath(path), posixpath.normpath(cache_dir)]) != posixpath.normpath(cache_dir):
+        raise ValueError(f"cache path {path!r} escapes {cache_dir!r}")
+    return path
+
+
+def build_candidates(
+    filenames: Sequence[str], cache_dir: str, driver_version: str, arch: str, repos: Sequence[str]
+) -> Tuple[Candidate, ...]:
+    """Candidates in try order: one per file name, each with one URL per repo in repo order."""
+    if unsafe_reason("driver version", driver_version) or unsafe_reason("arch", arch):
+        return ()
+    return tuple(
+        Candidate(
+            filename=fn,
+            cache_path=cache_path(cache_dir, driver_version, arch, fn),
+            urls=tuple(artifact_url(repo, driver_version, arch, fn) for repo in repos),
+        )
+        for fn in filenames
+    )
