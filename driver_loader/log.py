@@ -1,0 +1,126 @@
+"""Logging: structlog, configured once, imported only when something is actually logged.
+
+printenv and the already-loaded fast path must stay light, so `get_logger()` hands out a proxy that imports
+and configures structlog on the first call. Logs always go to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional
+
+_LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
+
+_config = {"format": "auto", "level": "info"}
+_configured = False
+
+
+def setup(log_format: str = "auto", log_level: str = "info") -> None:
+    """Record the wanted format and level; structlog itself is configured lazily."""
+    global _configured
+    _config["format"] = log_format
+    _config["level"] = log_level.lower()
+    _configured = False
+
+
+def level() -> str:
+    return _config["level"]
+
+
+def is_debug() -> bool:
+    return _LEVELS.get(_config["level"], 20) <= 10
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def use_color() -> bool:
+    return _effective_format() == "color"
+
+
+def _effective_format() -> str:
+    fmt = _config["format"]
+    if fmt == "json":
+        return "json"
+    if fmt == "text":
+        return "text"
+    if stderr_is_tty() and not os.environ.get("NO_COLOR"):
+        return "color"
+    return "text"
+
+
+def _configure() -> None:
+    global _configured
+    import logging
+
+    import structlog
+
+    fmt = _effective_format()
+    processors: list = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+    if fmt == "json":
+        processors += [
+            structlog.processors.EventRenamer("msg"),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ]
+    else:
+        processors.append(structlog.dev.ConsoleRenderer(colors=fmt == "color", pad_event=0,
+                                                        exception_formatter=structlog.dev.plain_traceback))
+    threshold = _LEVELS.get(_config["level"], logging.INFO)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+class _LazyLogger:
+    """Stands in for a structlog logger until the first log call."""
+
+    def __init__(self, name: Optional[str]) -> None:
+        self._name = name
+        self._bound: dict = {}
+
+    def bind(self, **kw: Any) -> _LazyLogger:
+        child = _LazyLogger(self._name)
+        child._bound = {**self._bound, **kw}
+        return child
+
+    def _emit(self, method: str, event: str, **kw: Any) -> None:
+        if not _configured:
+            _configure()
+        import structlog
+
+        logger = structlog.get_logger()
+        if self._bound:
+            logger = logger.bind(**self._bound)
+        getattr(logger, method)(event, **kw)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        if is_debug():
+            self._emit("debug", event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._emit("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._emit("warning", event, **kw)
+
+    warn = warning
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._emit("error", event, **kw)
+
+
+def get_logger(name: Optional[str] = None) -> _LazyLogger:
+    return _LazyLogger(name)
