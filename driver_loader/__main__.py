@@ -1,4 +1,3 @@
 from driver_loader.cli import main
 
-if __name__ == "__main__":
-    main()
+main()

@@ -16,11 +16,13 @@ _config = {"format": "auto", "level": "info"}
 _configured = False
 
 
-def setup(log_format: str = "auto", log_level: str = "info") -> None:
-    """Record the wanted format and level; structlog itself is configured lazily."""
+def setup(log_format: Optional[str] = None, log_level: Optional[str] = None) -> None:
+    """Record the wanted format and/or level; structlog itself is configured lazily, on the first log line."""
     global _configured
-    _config["format"] = log_format
-    _config["level"] = log_level.lower()
+    if log_format is not None:
+        _config["format"] = "auto" if log_format.lower() == "color" else log_format.lower()
+    if log_level is not None:
+        _config["level"] = log_level.lower()
     _configured = False
 
 

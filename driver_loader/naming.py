@@ -8,8 +8,9 @@ import re
 from typing import Optional, Sequence, Tuple
 from urllib.parse import quote
 
-# A value that reaches a URL or a file path must be one plain path segment.
-_UNSAFE = re.compile(r"[/\\\s\x00-\x1f\x7f]")
+# A value that reaches a URL or a file path must be one plain path segment made of the characters real kernel
+# releases, kernel versions, distro ids and driver versions use.
+_SAFE = re.compile(r"[A-Za-z0-9._+~,:=@-]+", re.ASCII)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +26,10 @@ def unsafe_reason(label: str, value: str) -> Optional[str]:
     """Why `value` may not be used in a file name or URL, or None when it is safe."""
     if value == "":
         return f"{label} is empty"
-    if value in (".", "..") or value.startswith(".."):
-        return f"{label} {value!r} is a relative path segment"
-    if _UNSAFE.search(value):
-        return f"{label} {value!r} contains '/', whitespace or a control character"
+    if ".." in value or value == ".":
+        return f"{label} {value!r} contains a relative path segment"
+    if not _SAFE.fullmatch(value):
+        return f"{label} {value!r} contains '/', whitespace, a control or another unsafe character"
     if len(value) > 200:
         return f"{label} is longer than 200 characters"
     return None

@@ -1,0 +1,58 @@
+"""From settings to a plan: read the host, find the driver version, choose the driver type, make the plan.
+
+The shared front half of printenv, download, build and install.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from driver_loader.distros import discover
+from driver_loader.driver_types import DriverType
+from driver_loader.errors import UsageError
+from driver_loader.host import read_host_facts
+from driver_loader.kernelrelease import parse_kernel_release
+from driver_loader.log import get_logger
+from driver_loader.plan import Plan, choose_driver_type, make_plan, no_supported_type_error
+from driver_loader.settings import Settings
+from driver_loader.version_source import resolve_requirement
+
+log = get_logger()
+
+
+def resolve_plan(settings: Settings, *, modules_supported: bool = True,
+                 modern_ebpf_supported: Optional[bool] = None) -> Plan:
+    facts = read_host_facts(settings)
+    if not parse_kernel_release(facts.kernel_release).fullversion:
+        raise UsageError(
+            f"{facts.kernel_release!r} is not a kernel release",
+            hint="pass --kernel-release as `uname -r` prints it, e.g. 6.1.0-13-amd64",
+        )
+    target = discover(facts)
+    for note in target.notes:
+        log.warning(note)
+    requirement = resolve_requirement(settings)
+    if modern_ebpf_supported is None:
+        modern_ebpf_supported = DriverType.MODERN_EBPF in settings.driver_types and _modern_ebpf_supported()
+    choice = choose_driver_type(
+        settings.driver_types,
+        facts,
+        target,
+        modern_ebpf_supported=modern_ebpf_supported,
+        modules_supported=modules_supported,
+        driver_version=requirement.version,
+    )
+    for kind, reason in choice.skipped:
+        log.info(f"skipping driver type {kind}", reason=reason)
+    if choice.selected is None:
+        raise no_supported_type_error(choice, facts, target)
+    plan = make_plan(facts, settings, choice.selected, requirement, target)
+    for refusal in plan.refusals:
+        log.warning("no download candidate", reason=refusal)
+    return plan
+
+
+def _modern_ebpf_supported() -> bool:
+    from driver_loader.modern_ebpf import check_support
+
+    return check_support().supported
