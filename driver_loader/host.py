@@ -22,7 +22,7 @@ from driver_loader.settings import Settings, normalize_arch
 
 READ_LIMIT = 64 * 1024
 _MAX_SYMLINKS = 40
-_SPACED_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*", re.MULTILINE)
+_SPACED_ASSIGNMENT = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*", re.MULTILINE)
 
 log = get_logger()
 

@@ -74,7 +74,7 @@ def _configure() -> None:
             structlog.processors.JSONRenderer(sort_keys=False),
         ]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=fmt == "color", pad_event=0,
+        processors.append(structlog.dev.ConsoleRenderer(colors=fmt == "color",
                                                         exception_formatter=structlog.dev.plain_traceback))
     threshold = _LEVELS.get(_config["level"], logging.INFO)
     structlog.configure(

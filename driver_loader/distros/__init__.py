@@ -68,7 +68,7 @@ def discover(facts: HostFacts) -> DistroTarget:
                 notes.append(str(exc))
     notes.append("no os-release and no marker file identifies the distro")
     undetermined = Naming(UNDETERMINED, str(kr) or facts.kernel_release, generic_kernel_version(facts.kernel_version))
-    return DistroTarget(rule="generic", naming=undetermined, legacy=None, notes=tuple(notes))
+    return DistroTarget(rule="generic", naming=undetermined, legacy=legacy_naming(facts), notes=tuple(notes))
 
 
 def _target(rule: ModuleType, facts: HostFacts, kr, notes: list) -> DistroTarget:
