@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from driver_loader.driver_types import DEFAULT_TYPES, DriverType, parse_driver_types, split_list
 from driver_loader.errors import UsageError
+from driver_loader.naming import unsafe_reason
 
 DEFAULT_REPO = "https://download.falco.org/driver"
 DEFAULT_CONFIG_PATH = "/etc/falcoctl/falcoctl.yaml"
@@ -189,6 +190,10 @@ def resolve_settings(
     version = _first(flags.get("driver_version"), env.get("FALCOCTL_DRIVER_VERSION"), env.get("DRIVER_VERSION"),
                      cfg.get("version"))
     version = str(version).strip() if version is not None else None
+    if version:
+        reason = unsafe_reason("driver version", version)
+        if reason:
+            raise UsageError(reason, hint="driver versions look like 8.0.0+driver")
 
     repos_raw = _first(flags.get("repos"), env.get("FALCOCTL_DRIVER_REPOS"), env.get("DRIVERS_REPO"), cfg.get("repos"))
     repos = parse_repos(repos_raw) if repos_raw is not None else ()
