@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import hashlib
-import lzma
 import os
-import shutil
 import subprocess
 import sys
-import textwrap
 from typing import Callable, List, Optional
 
 import pytest
+from elf_fixtures import compress_file, make_bpf_probe, make_kmod
 
 from driver_loader import build
 from driver_loader.build import (
@@ -46,50 +43,32 @@ DKMS_FAILED = 10
 # ELF fixtures
 
 
-def _compile(tmp_dir, source: str, argv: List[str]) -> bytes:
-    src = os.path.join(tmp_dir, "fixture.c")
-    obj = os.path.join(tmp_dir, "fixture.o")
-    with open(src, "w") as handle:
-        handle.write(source)
-    subprocess.run([*argv, "-c", "-o", obj, src], check=True, capture_output=True)
-    with open(obj, "rb") as handle:
-        return handle.read()
-
-
-def _c_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 @pytest.fixture(scope="session")
 def make_module(tmp_path_factory) -> Callable[..., bytes]:
-    """A relocatable x86-64 object with a `.modinfo` like a kernel module's."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to make kernel module fixtures")
+    """The bytes of a kernel-module look-alike with this name, version and vermagic release."""
 
     def make(name: str = "falco", version: str = VERSION, release: str = RELEASE) -> bytes:
-        entries = [f"version={version}", f"name={name}", f"vermagic={release} SMP preempt mod_unload modversions "]
-        modinfo = "".join(f"{_c_string(entry)} \"\\0\" " for entry in entries)
-        source = f'__attribute__((section(".modinfo"), used)) static const char modinfo[] = {modinfo};\n'
-        return _compile(str(tmp_path_factory.mktemp("kmod")), source, ["gcc"])
+        vermagic = f"{release} SMP preempt mod_unload modversions "
+        return make_kmod(tmp_path_factory.mktemp("kmod"), name=name, version=version, vermagic=vermagic).read_bytes()
 
     return make
 
 
 @pytest.fixture(scope="session")
 def make_probe(tmp_path_factory) -> Callable[..., bytes]:
-    """An EM_BPF object with the probe_version and kernel_version sections of the legacy probe."""
-    if shutil.which("clang") is None:
-        pytest.skip("clang is needed to make eBPF probe fixtures")
+    """The bytes of a legacy eBPF probe look-alike for this driver version and kernel release."""
 
     def make(version: str = VERSION, release: str = RELEASE) -> bytes:
-        source = textwrap.dedent(f"""\
-            __attribute__((section("probe_version"), used)) char probe_version_value[] = {_c_string(version)};
-            __attribute__((section("kernel_version"), used)) char kernel_version_value[] = {_c_string(release)};
-            __attribute__((section("license"), used)) char license_value[] = "GPL";
-            """)
-        return _compile(str(tmp_path_factory.mktemp("ebpf")), source, ["clang", "-target", "bpf", "-O2"])
+        directory = tmp_path_factory.mktemp("ebpf")
+        return make_bpf_probe(directory, kernel_version=release, probe_version=version).read_bytes()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def falco_module(make_module) -> bytes:
+    """Made once per session, so that it exists before a test's fake file system does."""
+    return make_module()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -285,12 +264,6 @@ def test_dkms_builds_for_the_real_release_and_stores_the_verified_module(host, m
     assert entry is not None and entry.verified_by == "local-build" and entry.sha256 == result.sha256
 
 
-@pytest.fixture(scope="session")
-def falco_module(make_module) -> bytes:
-    """Made once per session, so that it exists before a test's fake file system does."""
-    return make_module()
-
-
 def test_sources_and_headers_under_slash_need_no_extra_dkms_options(falco_module, fs, monkeypatch):
     module = falco_module
     monkeypatch.setattr(build.os, "geteuid", lambda: 0)
@@ -446,14 +419,17 @@ def test_each_build_has_the_configured_timeout(host):
 
 
 @pytest.mark.usefixtures("as_root")
-@pytest.mark.parametrize(("suffix", "compress"), [(".ko.xz", lzma.compress), (".ko.gz", gzip.compress)])
-def test_a_compressed_module_is_decompressed_into_the_cache(host, make_module, suffix, compress):
+@pytest.mark.parametrize("compression", ["xz", "gzip", "zstd"])
+def test_a_compressed_module_is_decompressed_into_the_cache(host, tmp_path, make_module, compression):
     module = make_module()
+    plain = tmp_path / "falco.ko"
+    plain.write_bytes(module)
+    compressed = compress_file(plain, compression)
     host.add_sources()
     host.add_headers()
     updates = os.path.join(host.layout.modules_root, RELEASE, "updates", "dkms")
     runner = FakeRunner(host.programs("dkms", "make"),
-                        dkms_building(host, compress(module), filename="falco" + suffix, directory=updates))
+                        dkms_building(host, compressed.read_bytes(), filename=compressed.name, directory=updates))
     settings = host.settings()
 
     result = build_artifact(host.plan(settings), settings, runner=runner, layout=host.layout)
