@@ -174,6 +174,11 @@ def pack_version(version: Triplet) -> int:
 
 def read_artifact(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> bytes:
     """The artifact's ELF bytes: the file, decompressed when it is xz, gzip or zstd (judged by content)."""
+    return decompress(read_bounded(path, limit=limit), filename=str(path), limit=limit)
+
+
+def read_bounded(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> bytes:
+    """The file's bytes as stored (still compressed, if it is); VerificationError when over `limit`."""
     path = Path(path)
     try:
         with path.open("rb") as stream:
@@ -189,7 +194,7 @@ def read_artifact(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> 
             f"{path} is larger than {limit} bytes",
             hint="a Falco driver is a few MiB; this is not a driver artifact",
         )
-    return decompress(raw, filename=str(path), limit=limit)
+    return raw
 
 
 def compression_of(data: bytes) -> Optional[str]:

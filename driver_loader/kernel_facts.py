@@ -101,10 +101,15 @@ def read_running_kernel(
     proc_root: str = "/proc",
     sys_root: str = "/sys",
     roots: Sequence[str] = ("/",),
+    running: bool = True,
 ) -> RunningKernel:
-    """Facts about kernel `release` on `arch`; /lib/modules, /usr/lib/modules and /boot are searched in `roots`."""
+    """Facts about kernel `release` on `arch`; /lib/modules, /usr/lib/modules and /boot are searched in `roots`.
+
+    `running` says that `release` is the kernel running here, so /proc/config.gz describes it. Module support and
+    the signature policy always come from the running kernel, the only one whose state can be read.
+    """
     modules_supported = resolve_in_root(proc_root, "modules") is not None
-    vermagic, vermagic_source = _running_vermagic(release, arch, proc_root, roots)
+    vermagic, vermagic_source = _running_vermagic(release, arch, proc_root if running else None, roots)
     sig_enforce = (_read_text(sys_root, "module/module/parameters/sig_enforce") or "").strip()
     lockdown = parse_lockdown(_read_text(sys_root, "kernel/security/lockdown") or "")
     symvers = _first_existing(
@@ -137,13 +142,15 @@ def read_running_kernel(
     return kernel
 
 
-def _running_vermagic(release: str, arch: str, proc_root: str, roots: Sequence[str]) -> Tuple[Optional[str], str]:
+def _running_vermagic(
+    release: str, arch: str, proc_root: Optional[str], roots: Sequence[str]
+) -> Tuple[Optional[str], str]:
     for root in roots:
         for modules_dir in _MODULE_DIRS:
             found = _vermagic_of_in_tree_module(resolve_in_root(root, f"{modules_dir}/{release}/kernel"))
             if found:
                 return found
-    config = _first_existing((proc_root,), ["config.gz"]) or _first_existing(
+    config = (proc_root and _first_existing((proc_root,), ["config.gz"])) or _first_existing(
         roots,
         [f"boot/config-{release}"]
         + [f"{d}/{release}/config" for d in _MODULE_DIRS]

@@ -185,6 +185,16 @@ def test_proc_config_gz_wins_over_boot_config(tmp_path, host_root):
     assert kernel.vermagic_source.endswith("proc/config.gz")
 
 
+def test_proc_config_gz_is_ignored_for_a_kernel_that_is_not_running(tmp_path, host_root):
+    root = host_root({f"boot/config-{RELEASE}": DEBIAN_CONFIG})
+    proc, sys_ = _proc_sys(tmp_path, config_gz="CONFIG_SMP=y\n")
+
+    kernel = read_running_kernel(RELEASE, "x86_64", proc_root=proc, sys_root=sys_, roots=[root], running=False)
+
+    assert kernel.vermagic == f"{RELEASE} SMP preempt mod_unload modversions "
+    assert kernel.vermagic_source.endswith(f"boot/config-{RELEASE}")
+
+
 def test_host_root_is_searched_before_our_own(tmp_path, host_root):
     own = tmp_path / "own"
     (own / "boot").mkdir(parents=True)
