@@ -532,10 +532,13 @@ SCENARIOS: Dict[str, Callable[[Guest, Recorder], None]] = {
 
 
 def prepare_guest(config: dict) -> Guest:
-    """Kernel messages off the console (they would split result lines), Falco's config and sources in place."""
+    """Kernel messages off the console (they would split result lines); the guest's overlays then look like a
+    node with Falco installed: its falco.yaml and driver sources, and no loader state the host happens to have."""
     subprocess.run(["dmesg", "-n", "1"], check=False)
     guest = Guest(config)
-    FALCO_CONFIG_DIR.mkdir(parents=True, exist_ok=True)
+    for leftover in [*Path("/usr/src").glob("falco-*"), Path("/etc/falcoctl"), FALCO_CONFIG_DIR]:
+        shutil.rmtree(leftover, ignore_errors=True)
+    FALCO_CONFIG_DIR.mkdir(parents=True)
     (FALCO_CONFIG_DIR / "falco.yaml").write_text("engine:\n  kind: kmod\n")
     version = config["installed_sources_version"]
     shutil.copytree(config["sources"][version], f"/usr/src/falco-{version}")

@@ -135,7 +135,7 @@ def say(message: str) -> None:
 
 
 def work_dir() -> Path:
-    """Outside the checkout, and not under /tmp or /var: virtme-ng shows the guest fresh tmpfs there."""
+    """Outside the checkout, and not under /var/tmp or /var/cache: the guest gets empty tmpfs mounts there."""
     path = Path(os.environ.get("E2E_WORK") or Path.home() / ".cache" / "falco-driver-loader-e2e")
     path.mkdir(parents=True, exist_ok=True)
     return path

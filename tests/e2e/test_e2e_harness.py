@@ -128,3 +128,9 @@ def test_results_are_read_from_noisy_console_output():
 def test_accelerator_can_be_forced(monkeypatch, forced, expected):
     monkeypatch.setenv("E2E_ACCEL", forced)
     assert harness.choose_accels() == expected
+
+
+def test_a_non_root_user_is_told_why_the_suite_cannot_run(monkeypatch):
+    monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
+    with pytest.raises(harness.E2EUnavailable, match="needs root"):
+        harness.require_host()
