@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -790,3 +791,77 @@ def test_a_missing_program_is_a_result_not_an_exception():
     result = CommandRunner().run(["/nonexistent/dkms", "status"], timeout=5)
     assert result.returncode is None and not result.ok
     assert result.describe(5).startswith("could not start")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The `build` command
+
+
+DEBIAN = "ID=debian\nVERSION_ID=\"12\"\n"
+
+
+@pytest.fixture
+def recorded_builds(monkeypatch, tmp_path):
+    """build_artifact replaced by a recorder that 'builds' at the plan's first cache path."""
+    from driver_loader.commands import build as build_command
+
+    calls = []
+
+    def fake_build(plan, settings, **_kwargs):
+        calls.append((plan, settings))
+        return BuildResult(plan.candidates[0].cache_path, "ab" * 32, "local-build", "/var/lib/dkms/make.log")
+
+    monkeypatch.setattr(build_command, "build_artifact", fake_build)
+    return calls
+
+
+def run_cli(capsys, root, *args):
+    from driver_loader.cli import main
+
+    argv = ["build", "--host-root", root, "--kernel-release", RELEASE, "--kernel-version", DEBIAN_UNAME_V,
+            "--arch", "amd64", "--driver-version", VERSION, *args]
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_build_prints_the_artifact_path(capsys, host_root, recorded_builds, tmp_path):
+    code, out, _ = run_cli(capsys, host_root({"etc/os-release": DEBIAN}), "--cache-dir", str(tmp_path / "c"),
+                           "--build-timeout", "60")
+    assert code == 0
+    ((plan, settings),) = recorded_builds
+    assert out == plan.candidates[0].cache_path + "\n"
+    assert plan.driver_type is DriverType.KMOD  # the default list's modern_ebpf has nothing to build
+    assert plan.kernel_release == RELEASE
+    assert settings.build_timeout == 60.0
+
+
+def test_build_json_output(capsys, host_root, recorded_builds, tmp_path):
+    code, out, _ = run_cli(capsys, host_root({"etc/os-release": DEBIAN}), "--type", "modern_ebpf,ebpf",
+                           "--output", "json", "--cache-dir", str(tmp_path / "c"))
+    assert code == 0
+    ((plan, _settings),) = recorded_builds
+    assert json.loads(out) == {
+        "driver_type": "ebpf", "driver_name": "falco", "driver_version": VERSION, "kernel_release": RELEASE,
+        "path": plan.candidates[0].cache_path, "sha256": "ab" * 32, "verified_by": "local-build",
+        "log_path": "/var/lib/dkms/make.log",
+    }
+
+
+def test_build_refuses_modern_ebpf_only(capsys, host_root, recorded_builds):
+    code, _, err = run_cli(capsys, host_root({"etc/os-release": DEBIAN}), "--type", "modern_ebpf")
+    assert code == ExitCode.USAGE
+    assert "modern_ebpf" in err
+    assert recorded_builds == []
+
+
+def test_build_without_sources_exits_no_driver(capsys, host_root, tmp_path):
+    code, out, err = run_cli(capsys, host_root({"etc/os-release": DEBIAN}), "--type", "ebpf",
+                             "--cache-dir", str(tmp_path / "c"))
+    assert code == ExitCode.NO_DRIVER
+    assert out == ""
+    assert f"/usr/src/falco-{VERSION}" in err

@@ -5,10 +5,12 @@ clang/llvm for the probe; .ci/apt-packages lists them."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +23,7 @@ from driver_loader.settings import Settings
 
 pytestmark = pytest.mark.realbuild
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = "scap"
 UNAME_V = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.0-1 (2025-01-01)"
 
@@ -97,3 +100,19 @@ def test_make_builds_the_legacy_probe_for_the_headers_release(real_host, tmp_pat
     assert info.driver_version == version
     assert info.kernel_version == release
     assert not os.path.exists(f"/usr/src/{DRIVER}-{version}/bpf/probe.o")
+
+
+def test_the_build_command_bakes_the_module_into_the_cache(real_host, tmp_path):
+    release, version = real_host
+    cache_dir = tmp_path / "cache"
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "falco-driver-loader"), "build", "--type", "kmod",
+         "--name", DRIVER, "--driver-version", version, "--kernel-release", release, "--kernel-version", UNAME_V,
+         "--cache-dir", str(cache_dir), "--output", "json"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    built = json.loads(result.stdout)
+    assert built["path"].startswith(str(cache_dir) + "/") and built["verified_by"] == "local-build"
+    info = inspect_artifact(read_artifact(built["path"]))
+    assert (info.name, info.driver_version, info.vermagic.split(" ", 1)[0]) == (DRIVER, version, release)
