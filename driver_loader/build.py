@@ -472,7 +472,7 @@ def build_artifact(
     settings: Settings,
     *,
     runner: Optional[CommandRunner] = None,
-    cache=None,
+    cache: Optional[ArtifactCache] = None,
     progress: Optional[Progress] = None,
     layout: DkmsLayout = SYSTEM_DKMS,
 ) -> BuildResult:
@@ -491,7 +491,7 @@ def build_artifact(
     if not plan.candidates:
         raise NoDriverError(
             f"no artifact name can be made for this host, so there is nowhere to put a {plan.driver_type} build",
-            tried=getattr(plan, "refusals", ()),
+            tried=plan.refusals,
             hint="check the driver version and kernel release",
         )
     cache = cache or ArtifactCache(settings.cache_dir)
