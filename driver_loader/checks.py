@@ -103,7 +103,7 @@ def _module_support(kernel: RunningKernel) -> Finding:
     return Finding(
         False,
         MODULES_UNSUPPORTED,
-        f"kernel {kernel.release} cannot load modules (no /proc/modules: CONFIG_MODULES is off)",
+        "the running kernel cannot load modules (no /proc/modules: CONFIG_MODULES is off)",
         hint="use the modern_ebpf driver (--type modern_ebpf), which needs no kernel module",
     )
 

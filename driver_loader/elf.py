@@ -139,6 +139,7 @@ class ArtifactInfo:
                 vermagic=self.vermagic,
                 srcversion=self.modinfo.get("srcversion"),
                 modinfo=self.modinfo,
+                modinfo_entries=[[key, value] for key, value in self.modinfo_entries],
                 modversions=self.has_modversions,
                 symbol_crcs={sym: f"0x{crc:08x}" for sym, crc in self.symbol_crcs.items()},
                 signature={
