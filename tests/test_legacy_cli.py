@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-import click
 import pytest
+from cli_settings import settings_for
 
 from driver_loader import legacy
 from driver_loader.commands import _options
@@ -142,22 +142,8 @@ def test_every_install_option_is_accepted_in_the_legacy_form():
 # -- same meaning: the settings each spelling resolves to -----------------------------------------------------------
 
 def _settings(argv, env, monkeypatch, tmp_path):
-    """The Settings our subcommand would see for `argv` (as main() would translate it) under `env`."""
     monkeypatch.setattr(_options, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent-falcoctl.yaml"))
-    words = list(translate(argv).argv)
-    while words[0].startswith("--log-"):
-        words = words[2:]
-    command, rest = words[0], words[1:]
-    seen = []
-
-    def capture(**flags):
-        seen.append(_options.settings_from_flags(flags, env))
-
-    for apply in (_options.resolution_options, _options.fetch_options, _options.build_options,
-                  _options.install_options):
-        capture = apply(capture)
-    click.command(command)(capture).main(args=rest, standalone_mode=False)
-    return command, seen[0]
+    return settings_for(argv, env)
 
 
 SAME_MEANING = [
