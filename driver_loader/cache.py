@@ -258,7 +258,8 @@ class ArtifactCache:
             raise self._os_failure(exc, path) from None
         try:
             for part in dirs:
-                fd = self._descend(fd, part, create, path)
+                parent, fd = fd, -1  # _descend closes the parent, even when it raises
+                fd = self._descend(parent, part, create, path)
                 if fd < 0:
                     break
             if fd < 0:
@@ -338,6 +339,12 @@ class ArtifactCache:
             if not quiet:
                 raise self._os_failure(exc, path) from None
 
+    def _io(self, path: str, operation: Callable, *args) -> None:
+        try:
+            operation(*args)
+        except OSError as exc:
+            raise self._os_failure(exc, path) from None
+
     def _os_failure(self, exc: OSError, path: str) -> LoaderError:
         if exc.errno in _DISK_FULL:
             return LoaderError(f"no space left on the device holding the driver cache ({self.root}) "
@@ -381,20 +388,18 @@ class ArtifactCache:
                       progress: Optional[Progress], path: str) -> Tuple[str, int]:
         digest = hashlib.sha256()
         size = 0
-        try:
-            os.fchmod(fd, FILE_MODE)
-            for chunk in chunks:
-                size += len(chunk)
-                if size > max_size:
-                    raise ArtifactTooLarge(f"artifact is larger than the maximum of {max_size} bytes",
-                                           hint="raise --max-size if this size is expected")
-                digest.update(chunk)
-                _write_all(fd, chunk)
-                if progress is not None:
-                    progress(size, expected_size)
-            os.fsync(fd)
-        except OSError as exc:
-            raise self._os_failure(exc, path) from None
+        # Only our own writes are wrapped: an OSError raised by the source (a broken connection) is not the cache's.
+        self._io(path, os.fchmod, fd, FILE_MODE)
+        for chunk in chunks:
+            size += len(chunk)
+            if size > max_size:
+                raise ArtifactTooLarge(f"artifact is larger than the maximum of {max_size} bytes",
+                                       hint="raise --max-size if this size is expected")
+            digest.update(chunk)
+            self._io(path, _write_all, fd, chunk)
+            if progress is not None:
+                progress(size, expected_size)
+        self._io(path, os.fsync, fd)
         if expected_size is not None and size != expected_size:
             raise IncompleteDownload(f"transfer ended after {size} of {expected_size} bytes")
         return digest.hexdigest(), size
