@@ -1,0 +1,117 @@
+"""`cleanup`: undo what install did — unload the module (retrying while it is busy), remove its DKMS state and a
+--persist copy, the eBPF probe link and Falco's config.d file; with --cache also the cached artifacts of this
+driver. Idempotent: with nothing left to clean it changes nothing and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, List, Optional
+
+import click
+
+from driver_loader.commands._options import resolution_options, settings_from_flags
+from driver_loader.ebpf_probe import probe_link_path, remove_probe_link
+from driver_loader.errors import LoaderError
+from driver_loader.falco_config import remove_engine_config
+from driver_loader.host import kernel_facts
+from driver_loader.kmod import KernelModules, remove_persisted_module, unload_module
+from driver_loader.log import get_logger
+from driver_loader.settings import Settings
+
+log = get_logger(__name__)
+
+
+def cleanup(
+    settings: Settings,
+    *,
+    clean_cache: bool = False,
+    kernel: Optional[KernelModules] = None,
+    runner: Optional[Any] = None,
+    cache: Optional[Any] = None,
+) -> List[str]:
+    """Everything it removed, as readable actions. Each step runs even when an earlier one failed; the first
+    failure is raised at the end, carrying the others."""
+    kernel = kernel or KernelModules()
+    name = settings.kernel_module_name
+    actions: List[str] = []
+    problems: List[LoaderError] = []
+
+    def step(function, *args, **kwargs) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except LoaderError as error:
+            log.warning(error.message, hint=error.hint)
+            problems.append(error)
+            return None
+
+    if kernel.modules_supported() and kernel.loaded(name) is not None:
+        if kernel.is_root():
+            unloaded = step(unload_module, kernel, name, retries=settings.unload_retries)
+            if unloaded is not None:
+                actions.append(f"unloaded {name} {unloaded.version or '(no version)'}")
+        else:
+            problems.append(LoaderError(f"module {name} is loaded, and unloading it needs root",
+                                        hint="run cleanup as root"))
+    release = kernel_facts(settings)[0]
+    persisted = step(remove_persisted_module, name=name, release=release, host_root=settings.host_root,
+                     runner=runner)
+    if persisted:
+        actions.append(f"removed {persisted} and ran depmod")
+    from driver_loader.build import remove_dkms_state
+
+    for dkms_name in dict.fromkeys((settings.driver_name, name)):
+        removal = step(remove_dkms_state, dkms_name, runner=runner)
+        if removal is not None:
+            actions += [f"removed {dkms_name} {version} from DKMS" for version in removal.removed]
+            problems += [LoaderError(f"dkms remove of {dkms_name} {version} failed") for version in removal.failed]
+    link = probe_link_path(settings.cache_dir, settings.driver_name)
+    if step(remove_probe_link, link):
+        actions.append(f"removed the eBPF probe link {link}")
+    if settings.update_falco:
+        config = step(remove_engine_config, settings.falco_config_dir)
+        if config:
+            actions.append(f"removed {config}")
+    if clean_cache:
+        actions += _clean_cache(settings, cache, step)
+    if problems:
+        first = problems[0]
+        raise type(first)(
+            first.message,
+            tried=[*first.tried, *(f"also: {p.message}" for p in problems[1:])],
+            hint=first.hint,
+            exit_code=first.exit_code,
+        )
+    return actions
+
+
+def _clean_cache(settings: Settings, cache: Optional[Any], step) -> List[str]:
+    if cache is None:
+        from driver_loader.cache import ArtifactCache
+
+        cache = ArtifactCache(settings.cache_dir)
+    prefix = f"{settings.driver_name}_"
+    removed = []
+    for entry in list(cache.entries()):
+        if os.path.basename(entry.path).startswith(prefix):
+            step(cache.remove, entry.path)
+            if not os.path.lexists(entry.path):
+                removed.append(f"removed {entry.path} from the cache")
+    return removed
+
+
+@click.command("cleanup")
+@resolution_options
+@click.option("--cache", "clean_cache", is_flag=True, default=False,
+              help="Also remove this driver's cached artifacts.")
+@click.option("--unload-retries", type=int, default=None, help="Unload attempts while the module is busy.")
+@click.option("--falco-config-dir", default=None, help="Falco config dir whose config.d file to remove.")
+def command(clean_cache: bool, **flags) -> None:
+    """Unload the module and remove what install left: DKMS state, the persisted module, the eBPF probe link,
+    Falco's config.d file, and with --cache the cached artifacts."""
+    settings = settings_from_flags(flags)
+    actions = cleanup(settings, clean_cache=clean_cache)
+    click.echo("\n".join(["cleaned up:"] + [f"  - {a}" for a in actions]) if actions else "nothing to clean",
+               err=True)
+    if settings.output == "json":
+        click.echo(json.dumps({"actions": actions}, indent=2))
