@@ -33,6 +33,8 @@ _XZ_MAGIC = b"\xfd7zXZ\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
+_ZSTD_PIECE = 256
+
 SIGNATURE_MAGIC = b"~Module signature appended~\n"
 # struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], __be32 sig_len.
 _SIGNATURE_STRUCT = struct.Struct(">BBBBB3xI")
@@ -252,8 +254,7 @@ def _unzstd(data: bytes, label: str, limit: int) -> bytes:
         zstandard = None
     if zstandard is not None:
         try:
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
-            return _read_bounded(reader, limit)
+            return _unzstd_with_package(zstandard, data, label, limit)
         except zstandard.ZstdError as exc:
             raise VerificationError(
                 f"{label}: corrupt or truncated zstd data ({exc})", hint="delete the file and download it again"
@@ -266,6 +267,28 @@ def _unzstd(data: bytes, label: str, limit: int) -> bytes:
             hint="install the `zstandard` Python package or the `zstd` tool",
         )
     return _unzstd_with_binary(binary, data, label, limit)
+
+
+def _unzstd_with_package(zstandard, data: bytes, label: str, limit: int) -> bytes:
+    """Frame by frame, fed in small pieces: zstd's stream reader neither reports truncation nor bounds a single
+    call's output, and one RLE block of a few bytes can expand to 128 KiB."""
+    out = bytearray()
+    position = 0
+    while position < len(data):
+        frame = zstandard.ZstdDecompressor().decompressobj()
+        while not frame.eof:
+            if position >= len(data):
+                raise VerificationError(
+                    f"{label}: corrupt or truncated zstd data (the last frame is incomplete)",
+                    hint="delete the file and download it again",
+                )
+            piece = data[position : position + _ZSTD_PIECE]
+            position += len(piece)
+            out += frame.decompress(piece)
+            if len(out) > limit:
+                return bytes(out)
+        position -= len(frame.unused_data)
+    return bytes(out)
 
 
 def _unzstd_with_binary(binary: str, data: bytes, label: str, limit: int) -> bytes:

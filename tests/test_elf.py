@@ -203,6 +203,22 @@ def test_signed_compressed_module(tmp_path):
     assert inspect_artifact(read_artifact(compressed)).signed
 
 
+@pytest.mark.parametrize("backend", ["zstandard package", "zstd binary"])
+def test_both_zstd_backends(tmp_path, monkeypatch, backend):
+    if backend == "zstandard package":
+        pytest.importorskip("zstandard")
+    else:
+        monkeypatch.setitem(sys.modules, "zstandard", None)
+    plain = make_kmod(tmp_path)
+    compressed = compress_file(plain, "zstd").read_bytes()
+
+    assert decompress(compressed + compressed) == plain.read_bytes() * 2  # several frames
+    with pytest.raises(VerificationError, match="corrupt or truncated zstd"):
+        decompress(compressed[:-9])
+    with pytest.raises(VerificationError, match="decompresses to more than"):
+        decompress(compressed, limit=100)
+
+
 def test_zstd_without_package_or_binary_is_a_clear_error(tmp_path, monkeypatch):
     compressed = compress_file(make_kmod(tmp_path), "zstd")
     monkeypatch.setitem(sys.modules, "zstandard", None)  # makes `import zstandard` fail
