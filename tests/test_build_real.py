@@ -4,6 +4,7 @@ clang/llvm for the probe; .ci/apt-packages lists them."""
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import os
@@ -11,13 +12,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
-from driver_loader.build import build_artifact, remove_dkms_state
+from driver_loader.build import BuildResult, build_artifact, remove_dkms_state
 from driver_loader.distros.base import HostFacts
 from driver_loader.driver_types import DriverType
 from driver_loader.elf import inspect_artifact, read_artifact
+from driver_loader.errors import LoaderError
 from driver_loader.plan import DriverRequirement, make_plan
 from driver_loader.settings import Settings
 
@@ -26,6 +29,7 @@ pytestmark = pytest.mark.realbuild
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DRIVER = "scap"
 UNAME_V = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.0-1 (2025-01-01)"
+LOCK_FILE = os.path.join(tempfile.gettempdir(), "falco-driver-loader-realbuild.lock")
 
 
 def _installed_version(package: str) -> str:
@@ -49,6 +53,8 @@ def _scap_version() -> str:
 
 @pytest.fixture(scope="module")
 def real_host():
+    """(headers release, scap version), holding a host-wide lock: DKMS state is global, and several test runs
+    on one machine must not remove and build the same module at the same time."""
     if os.geteuid() != 0:
         pytest.skip("DKMS builds need root")
     if shutil.which("dkms") is None:
@@ -58,7 +64,17 @@ def real_host():
         pytest.skip("the falcosecurity-scap-dkms package is not installed")
     if not release or not os.path.isdir(f"/lib/modules/{release}/build"):
         pytest.skip("the linux-headers-amd64 package is not installed")
-    return release, version
+    with open(LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield release, version
+
+
+def _build(plan, settings) -> BuildResult:
+    """build_artifact, with the build log tail in the failure report when it fails."""
+    try:
+        return build_artifact(plan, settings)
+    except LoaderError as error:
+        pytest.fail("\n".join([error.message, *error.tried, error.hint]))
 
 
 def _plan(release: str, version: str, cache_dir: str, driver_type: DriverType):
@@ -74,7 +90,7 @@ def test_dkms_builds_the_scap_module_for_the_headers_release(real_host, tmp_path
     assert not glob.glob(f"/var/lib/dkms/{DRIVER}/{version}/{release}")
     plan, settings = _plan(release, version, str(tmp_path / "cache"), DriverType.KMOD)
 
-    result = build_artifact(plan, settings)
+    result = _build(plan, settings)
 
     assert result.path == plan.candidates[0].cache_path
     assert result.verified_by == "local-build"
@@ -93,7 +109,7 @@ def test_make_builds_the_legacy_probe_for_the_headers_release(real_host, tmp_pat
     release, version = real_host
     plan, settings = _plan(release, version, str(tmp_path / "cache"), DriverType.EBPF)
 
-    result = build_artifact(plan, settings)
+    result = _build(plan, settings)
 
     info = inspect_artifact(read_artifact(result.path))
     assert info.kind == "ebpf"
