@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""The loader's benchmark: every row a ratio against a baseline measured in the same run, printed as one table.
+
+    python3 bench/run.py            # all rows
+    python3 bench/run.py --quick    # fewer repetitions, smaller fleet
+    python3 bench/run.py --rows startup
+
+Nothing here asserts: it measures, compares with the targets and says which were met. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import measure
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A printenv that needs nothing from the host but its os-release: the same arguments in every run.
+PRINTENV_ARGS = ("printenv", "--type", "kmod", "--driver-version", "8.0.0+driver", "--kernel-release",
+                 "6.1.0-13-amd64", "--kernel-version", "#1", "--host-root", "/")
+
+# Modules printenv must never import: the download, ELF and logging layers.
+HEAVY_MODULES = ("requests", "urllib3", "elftools", "structlog")
+
+# Environment variables that steer the loader; the bench sets what it needs and drops the rest.
+LOADER_ENV_PREFIXES = ("FALCOCTL_", "DRIVER", "FALCO_", "HOST_ROOT", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                       "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy")
+
+
+@dataclasses.dataclass
+class Row:
+    name: str
+    measured: str
+    baseline: str
+    ratio: str
+    target: str
+    met: Optional[bool]  # None: nothing to compare against
+    notes: List[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "MISSED", None: "-"}[self.met]
+
+
+@dataclasses.dataclass
+class Context:
+    python: str
+    quick: bool
+    workdir: str
+    env: Dict[str, str]
+
+    def loader(self, *args: str) -> List[str]:
+        return [self.python, "-m", "driver_loader", *args]
+
+
+# -- rows -------------------------------------------------------------------------------------------------------------
+
+
+def startup_rows(ctx: Context) -> List[Row]:
+    rounds = 7 if ctx.quick else 21
+    runs = measure.interleaved(
+        {
+            "python": [ctx.python, "-c", "pass"],
+            "version": ctx.loader("--version"),
+            "printenv": ctx.loader(*PRINTENV_ARGS),
+        },
+        rounds=rounds, warmup=2, timeout=60, env=ctx.env, cwd=REPO,
+    )
+    bare = measure.median_wall(runs["python"])
+    bare_cpu = measure.median_cpu(runs["python"])
+    rows = []
+    for name, label in (("version", "--version"), ("printenv", "printenv")):
+        wall = measure.median_wall(runs[name])
+        ratio = wall / bare
+        row = Row(
+            name=f"startup {label}",
+            measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs[name]))})",
+            baseline=f"python -c pass {_ms(bare)} (cpu {_ms(bare_cpu)})",
+            ratio=f"{ratio:.2f}x",
+            target="<= 4x" if name == "printenv" else "-",
+            met=ratio <= 4.0 if name == "printenv" else None,
+        )
+        rows.append(row)
+    imported = imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))
+    heavy = [m for m in HEAVY_MODULES if imports_package(imported, m)]
+    rows[-1].notes.append(f"median of {rounds} interleaved runs")
+    if heavy:
+        rows[-1].met = False
+        rows[-1].notes.append("printenv imports " + ", ".join(heavy))
+    else:
+        rows[-1].notes.append("imports none of " + ", ".join(HEAVY_MODULES))
+    rows[-1].notes.append("heaviest imports (cumulative, as imported by the program): "
+                          + heaviest_imports(imported))
+    return rows
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Import:
+    name: str
+    cumulative_us: int
+    depth: int  # 0: imported by the program itself
+
+
+def imported_modules(ctx: Context, argv: Sequence[str]) -> List[Import]:
+    """Every module `argv` (a `python -m ...` command) imports, from -X importtime. The interpreter's own
+    start-up (site, encodings, runpy) is left out: the Python baseline pays it too."""
+    traced = [argv[0], "-X", "importtime", *argv[1:]]
+    result = measure.run(traced, timeout=60, env=ctx.env, cwd=REPO)
+    if not result.ok:
+        raise RuntimeError(result.describe_failure())
+    modules: List[Import] = []
+    for line in result.stderr.decode("utf-8", "replace").splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        _, cumulative, name = line[len("import time:"):].split("|")
+        indent = len(name) - len(name.lstrip()) - 1
+        modules.append(Import(name.strip(), int(cumulative), indent // 2))
+        if name.strip() == "runpy":
+            modules.clear()
+    return modules
+
+
+def imports_package(modules: Sequence[Import], package: str) -> bool:
+    return any(m.name == package or m.name.startswith(package + ".") for m in modules)
+
+
+def heaviest_imports(modules: Sequence[Import], count: int = 6) -> str:
+    top = sorted((m for m in modules if m.depth == 0), key=lambda m: -m.cumulative_us)[:count]
+    return ", ".join(f"{m.name} {m.cumulative_us / 1000:.1f} ms" for m in top)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def loader_env(home: str) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LOADER_ENV_PREFIXES)}
+    env["HOME"] = home
+    env["NO_COLOR"] = "1"
+    return env
+
+
+def machine_lines(python: str) -> List[str]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    probe = subprocess.run(
+        [python, "-c",
+         "import sys, importlib.metadata as m\n"
+         "print(sys.version.split()[0])\n"
+         "for d in ('falco-driver-loader','click','packaging','distro','requests','urllib3','pyelftools',"
+         "'structlog','PyYAML'):\n"
+         "    try: print(d, m.version(d))\n"
+         "    except m.PackageNotFoundError: print(d, 'not installed')\n"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()
+    commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            timeout=30, check=False).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", "driver_loader"],
+                           capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+    return [
+        f"machine: {len(os.sched_getaffinity(0))} CPUs usable ({os.cpu_count()} online), {cpu}, "
+        f"kernel {platform.release()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"python: {python} {probe[0]}",
+        "packages: " + ", ".join(probe[1:]),
+        f"tree: {commit}" + (" with uncommitted changes in driver_loader/" if dirty else ""),
+    ]
+
+
+def print_table(rows: Sequence[Row]) -> None:
+    header = ("row", "measured", "baseline", "ratio", "target", "verdict")
+    cells = [header] + [(r.name, r.measured, r.baseline, r.ratio, r.target, r.verdict) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    for index, line in enumerate(cells):
+        print("| " + " | ".join(text.ljust(width) for text, width in zip(line, widths)) + " |")
+        if index == 0:
+            print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    notes = [(r.name, note) for r in rows for note in r.notes]
+    if notes:
+        print()
+        for name, note in notes:
+            print(f"- {name}: {note}")
+
+
+ROWS: Dict[str, Callable[[Context], List[Row]]] = {
+    "startup": startup_rows,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller fleet")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs the loader and the Python baseline (default: this one)")
+    args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.rows.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(unknown)}")
+    python = shutil.which(args.python) or args.python
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fdl-bench-") as workdir:
+        home = os.path.join(workdir, "home")
+        os.mkdir(home)
+        ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(home))
+        for line in machine_lines(python):
+            print(line)
+        print()
+        rows: List[Row] = []
+        for name in wanted:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            rows += ROWS[name](ctx)
+    print_table(rows)
+    print(f"\n(bench took {time.monotonic() - started:.0f} s; load average at the end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    return 0 if all(r.met is not False for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
