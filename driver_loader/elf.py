@@ -11,8 +11,10 @@ import dataclasses
 import gzip
 import io
 import lzma
+import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -181,10 +183,14 @@ def read_artifact(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> 
 
 
 def read_bounded(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> bytes:
-    """The file's bytes as stored (still compressed, if it is); VerificationError when over `limit`."""
+    """The file's bytes as stored (still compressed, if it is); VerificationError when over `limit` or when it is
+    not a regular file (a FIFO or device would block or never end)."""
     path = Path(path)
     try:
-        with path.open("rb") as stream:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                raise VerificationError(f"{path} is not a regular file", hint="give the path of a driver file")
             raw = stream.read(limit + 1)
     except OSError as exc:
         raise LoaderError(
@@ -217,10 +223,10 @@ def decompress(data: bytes, *, filename: str = "", limit: int = MAX_ARTIFACT_SIZ
     try:
         if kind == "xz":
             with lzma.LZMAFile(io.BytesIO(data)) as stream:
-                out = _read_bounded(stream, limit)
+                out = _read_stream(stream, limit)
         elif kind == "gzip":
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-                out = _read_bounded(stream, limit)
+                out = _read_stream(stream, limit)
         else:
             out = _unzstd(data, label, limit)
     except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile) as exc:
@@ -236,7 +242,7 @@ def decompress(data: bytes, *, filename: str = "", limit: int = MAX_ARTIFACT_SIZ
     return out
 
 
-def _read_bounded(stream: BinaryIO, limit: int) -> bytes:
+def _read_stream(stream: BinaryIO, limit: int) -> bytes:
     """Up to limit+1 bytes, so the caller can tell 'exactly at the limit' from 'over it'."""
     out = bytearray()
     while len(out) <= limit:
@@ -299,7 +305,7 @@ def _unzstd_with_binary(binary: str, data: bytes, label: str, limit: int) -> byt
         proc = subprocess.Popen([binary, "-d", "-c", "-q"], stdin=source, stdout=subprocess.PIPE, stderr=errors)
         assert proc.stdout is not None
         try:
-            out = _read_bounded(proc.stdout, limit)
+            out = _read_stream(proc.stdout, limit)
             if len(out) > limit:
                 proc.kill()
         finally:

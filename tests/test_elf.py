@@ -1,6 +1,7 @@
 import gzip
 import json
 import lzma
+import os
 import struct
 import sys
 
@@ -257,6 +258,14 @@ def test_read_artifact_refuses_oversized_files(tmp_path):
 
     with pytest.raises(VerificationError, match="larger than 1000 bytes"):
         read_artifact(big, limit=1000)
+
+
+def test_read_artifact_refuses_a_fifo_without_blocking(tmp_path):
+    fifo = tmp_path / "falco.ko"
+    os.mkfifo(fifo)
+
+    with pytest.raises(VerificationError, match="not a regular file"):
+        read_artifact(fifo)
 
 
 def test_read_artifact_missing_file(tmp_path):
