@@ -185,10 +185,11 @@ class KernelModules:
                     break
                 if not record:
                     break
-                # "<prio>,<seq>,<usec>,<flags>[,...];<message>\n"
-                message = record.decode("utf-8", "replace").split(";", 1)[-1].split("\n", 1)[0]
-                if needle in message:
-                    lines.append(message)
+                # "<prio>,<seq>,<usec>,<flags>[,...];<message>\n", then " KEY=value" continuation lines.
+                for line in record.decode("utf-8", "replace").splitlines():
+                    message = line.split(";", 1)[-1]
+                    if not line.startswith(" ") and needle in message:
+                        lines.append(message)
         finally:
             os.close(fd)
         return lines
@@ -447,12 +448,17 @@ def remove_persisted_module(*, name: str, release: str, host_root: str = "/", ru
     return path
 
 
+def depmod_argv(release: str, host_root: str = "/") -> List[str]:
+    """depmod for `release`, on the host's /lib/modules when the host is mounted elsewhere."""
+    return ["depmod"] + (["-b", host_root] if host_root.rstrip("/") else []) + ["-a", release]
+
+
 def run_depmod(release: str, *, host_root: str = "/", runner=None) -> None:
     if runner is None:
         from driver_loader.build import CommandRunner
 
         runner = CommandRunner()
-    argv = ["depmod"] + (["-b", host_root] if host_root != "/" else []) + ["-a", release]
+    argv = depmod_argv(release, host_root)
     result = runner.run(argv, timeout=_INSMOD_TIMEOUT)
     if not result.ok:
         raise LoaderError(
