@@ -20,7 +20,9 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 def server():
+    """A plain-HTTP server on 127.0.0.1 that answers 404 for anything not registered."""
     httpserver = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    httpserver.no_handler_status_code = 404
     httpserver.start()
     yield httpserver
     httpserver.clear()
