@@ -20,7 +20,7 @@ LOG_FORMATS = click.Choice(["auto", "text", "json", "color"], case_sensitive=Fal
 LOG_LEVELS = click.Choice(["trace", "debug", "info", "warn", "warning", "error"], case_sensitive=False)
 
 
-def _apply(options: list, func: Callable) -> Callable:
+def apply_options(options: list, func: Callable) -> Callable:
     for option in reversed(options):
         func = option(func)
     return func
@@ -99,23 +99,23 @@ INSTALL_OPTIONS = [
 
 
 def log_options(func: Callable) -> Callable:
-    return _apply(LOG_OPTIONS, func)
+    return apply_options(LOG_OPTIONS, func)
 
 
 def resolution_options(func: Callable) -> Callable:
-    return _apply(RESOLUTION_OPTIONS + LOG_OPTIONS, func)
+    return apply_options(RESOLUTION_OPTIONS + LOG_OPTIONS, func)
 
 
 def fetch_options(func: Callable) -> Callable:
-    return _apply(FETCH_OPTIONS, func)
+    return apply_options(FETCH_OPTIONS, func)
 
 
 def build_options(func: Callable) -> Callable:
-    return _apply(BUILD_OPTIONS, func)
+    return apply_options(BUILD_OPTIONS, func)
 
 
 def install_options(func: Callable) -> Callable:
-    return _apply(INSTALL_OPTIONS, func)
+    return apply_options(INSTALL_OPTIONS, func)
 
 
 def home_dir() -> str:

@@ -154,7 +154,7 @@ def _signature_policy(kernel: dict) -> str:
 
 
 def _inspect_options(func: Callable) -> Callable:
-    return _options._apply(_OPTIONS, func)
+    return _options.apply_options(_OPTIONS, func)
 
 
 @click.command("inspect")
