@@ -37,7 +37,7 @@ log = get_logger()
 
 VERIFIED_BY = "local-build"
 LOG_TAIL_LINES = 40
-COMPRESSED_MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 _PROBE_TIMEOUT = 30.0
 _DKMS_QUERY_TIMEOUT = 300.0
 # `gcc` and versioned siblings (`gcc-12`, `gcc-4.8`); not gcc-ar, gcc-nm, gcc-ranlib and the like.
@@ -193,25 +193,25 @@ def tail_lines(text: str, count: int = LOG_TAIL_LINES) -> List[str]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Found:
+class FoundPath:
     path: str
     under_host_root: bool
 
 
-def _lookup(settings: Settings, relpath: str) -> Tuple[Optional[_Found], List[str]]:
+def _lookup(settings: Settings, relpath: str) -> Tuple[Optional[FoundPath], List[str]]:
     """`relpath` as a directory under / first (what DKMS sees by default), then under the host root."""
     checked = [posixpath.join("/", relpath)]
     if os.path.isdir(checked[0]):
-        return _Found(checked[0], False), checked
+        return FoundPath(checked[0], False), checked
     if settings.host_root != "/":
         checked.append(posixpath.join(settings.host_root, relpath))
         resolved = resolve_in_root(settings.host_root, relpath)
         if resolved is not None and os.path.isdir(resolved):
-            return _Found(resolved, True), checked
+            return FoundPath(resolved, True), checked
     return None, checked
 
 
-def find_sources(settings: Settings, version: str) -> _Found:
+def find_sources(settings: Settings, version: str) -> FoundPath:
     dirname = f"{settings.driver_name}-{version}"
     found, checked = _lookup(settings, f"usr/src/{dirname}")
     if found is None:
@@ -227,7 +227,7 @@ def find_sources(settings: Settings, version: str) -> _Found:
     return found
 
 
-def find_headers(settings: Settings, kernel_release: str, target_id: str) -> _Found:
+def find_headers(settings: Settings, kernel_release: str, target_id: str) -> FoundPath:
     found, checked = _lookup(settings, f"lib/modules/{kernel_release}/build")
     if found is None:
         hint = headers_hint(target_id, kernel_release)
@@ -287,7 +287,7 @@ def find_built_module(
     )
     for directory in directories:
         for stem in _module_stems(settings):
-            for suffix in COMPRESSED_MODULE_SUFFIXES:
+            for suffix in MODULE_SUFFIXES:
                 path = posixpath.join(directory, stem + suffix)
                 if os.path.isfile(path):
                     return path
