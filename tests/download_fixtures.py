@@ -18,16 +18,21 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
-@pytest.fixture
-def server():
-    """A plain-HTTP server on 127.0.0.1 that answers 404 for anything not registered."""
+@pytest.fixture(scope="session")
+def _shared_server():
     httpserver = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    httpserver.no_handler_status_code = 404
     httpserver.start()
     yield httpserver
-    httpserver.clear()
-    if httpserver.is_running():
-        httpserver.stop()
+    httpserver.stop()
+
+
+@pytest.fixture
+def server(_shared_server):
+    """A plain-HTTP server on 127.0.0.1 that answers 404 for anything not registered; reset after each test."""
+    _shared_server.clear()
+    _shared_server.no_handler_status_code = 404
+    yield _shared_server
+    _shared_server.clear()
 
 
 @pytest.fixture
