@@ -146,10 +146,16 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def loader_env(home: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(LOADER_ENV_PREFIXES)}
-    env["HOME"] = home
+def loader_env(workdir: str) -> Dict[str, str]:
+    """The loader's environment: a temporary HOME, none of the loader's variables, and bytecode cached in the
+    bench's directory, as an installed package has it (pip compiles at install time), even where
+    PYTHONDONTWRITEBYTECODE is set."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(LOADER_ENV_PREFIXES) and k != "PYTHONDONTWRITEBYTECODE"}
+    env["HOME"] = os.path.join(workdir, "home")
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
     env["NO_COLOR"] = "1"
+    os.makedirs(env["HOME"])
     return env
 
 
@@ -217,9 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     python = shutil.which(args.python) or args.python
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fdl-bench-") as workdir:
-        home = os.path.join(workdir, "home")
-        os.mkdir(home)
-        ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(home))
+        ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(workdir))
         for line in machine_lines(python):
             print(line)
         print()
