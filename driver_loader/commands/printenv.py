@@ -3,8 +3,6 @@ and no falco binary when the driver version is given."""
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from driver_loader.commands._options import resolution_options, settings_from_flags
@@ -83,6 +81,8 @@ def command(**flags) -> None:
     settings = settings_from_flags(flags)
     plan = resolve_plan(settings)
     if settings.output == "json":
+        import json  # only for --output json: the default format must not pay for it
+
         click.echo(json.dumps(plan_json(plan), indent=2))
     else:
         click.echo(env_lines(plan), nl=False)
