@@ -289,7 +289,7 @@ def _verified_artifact(plan: Plan, settings: Settings, edges: Edges) -> Tuple[_A
     running = (edges.running_kernel or _read_running_kernel(settings, edges.kernel))(plan)
     sources = _sources(plan, settings, edges, cache)
     failures: List[Tuple[str, LoaderError]] = []
-    for index, (label, obtain) in enumerate(sources):
+    for label, obtain in sources:
         try:
             artifact = obtain()
         except LoaderError as exc:
@@ -303,9 +303,8 @@ def _verified_artifact(plan: Plan, settings: Settings, edges: Edges) -> Tuple[_A
         except VerificationError as exc:
             log.warning("artifact failed the pre-load checks", path=artifact.path, reason=exc.message)
             failures.append((f"{artifact.source} {artifact.path}", exc))
-            if index < len(sources) - 1:
-                # Later sources would hand the same cached file back; it cannot work on this kernel.
-                cache.remove(artifact.path)
+            # It cannot work on this kernel, and a later source (or run) would be handed the same file back.
+            cache.remove(artifact.path)
     raise _no_artifact(plan, settings, failures)
 
 

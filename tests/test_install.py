@@ -257,6 +257,7 @@ def test_a_module_failing_the_pre_load_checks_is_never_loaded(world):
     assert world.kernel.calls == []
     assert world.kernel.module_version("falco") == "7.0.0+driver"
     assert world.config() is None
+    assert not os.path.exists(world.fetch.stored[0])  # nothing that cannot load is kept
 
 
 def test_a_module_with_another_name_is_refused(world):

@@ -161,6 +161,16 @@ def test_cleanup_removes_what_install_left(tmp_path, kernel):
     assert f"removed {ours.path} from the cache" in actions
 
 
+def test_cleanup_cache_also_removes_artifacts_put_there_by_hand(tmp_path, kernel):
+    settings = settings_for(tmp_path)
+    seeded = Path(settings.cache_dir) / "8.0.0+driver/x86_64/falco_debian_x_1.ko"
+    seeded.parent.mkdir(parents=True)
+    seeded.write_bytes(b"\x7fELF")
+    actions = cleanup(settings, clean_cache=True, kernel=kernel.modules(), runner=Dkms())
+    assert actions == [f"removed {seeded} from the cache"]
+    assert not seeded.exists()
+
+
 def test_cleanup_keeps_the_cache_unless_asked(tmp_path, kernel):
     settings, ours, _ = installed_state(tmp_path, kernel)
     cleanup(settings, kernel=kernel.modules(), runner=Dkms())

@@ -86,17 +86,21 @@ def cleanup(
 
 
 def _clean_cache(settings: Settings, cache: Optional[Any], step) -> List[str]:
-    if cache is None:
-        from driver_loader.cache import ArtifactCache
+    """Remove this driver's artifacts from the cache: recorded entries and files put there by hand alike."""
+    from driver_loader.cache import LOCK_SUFFIX, META_SUFFIX, ArtifactCache
 
-        cache = ArtifactCache(settings.cache_dir)
+    cache = cache or ArtifactCache(settings.cache_dir)
     prefix = f"{settings.driver_name}_"
     removed = []
-    for entry in list(cache.entries()):
-        if os.path.basename(entry.path).startswith(prefix):
-            step(cache.remove, entry.path)
-            if not os.path.lexists(entry.path):
-                removed.append(f"removed {entry.path} from the cache")
+    for directory, dirnames, filenames in os.walk(settings.cache_dir, followlinks=False):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            path = os.path.join(directory, filename)
+            if not filename.startswith(prefix) or filename.endswith((META_SUFFIX, LOCK_SUFFIX)):
+                continue
+            step(cache.remove, path)
+            if not os.path.lexists(path):
+                removed.append(f"removed {path} from the cache")
     return removed
 
 
