@@ -251,7 +251,7 @@ class _Fetcher:
     def _http_detail(self, failure: HttpFailure, url: str) -> str:
         if failure.url == redact_url(url):
             return failure.message
-        return f"{failure.url}: {failure.message}"  # the failing request was a checksum document
+        return f"fetching {failure.url}: {failure.message}"  # the failing request was a checksum document
 
     def _record(self, safe_url: str, outcome: str, detail: str, started: float) -> None:
         elapsed = _elapsed(started)

@@ -1,0 +1,50 @@
+"""`download`: put the verified prebuilt artifact for this host (or --kernel-release) in the cache, and print its
+path (or JSON with --output json). Loads nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from driver_loader.commands._options import fetch_options, resolution_options, settings_from_flags
+from driver_loader.errors import UsageError
+from driver_loader.resolve import resolve_plan
+
+
+@click.command("download")
+@resolution_options
+@fetch_options
+def command(**flags) -> None:
+    """Download and verify the prebuilt driver for this kernel into the cache, without loading it.
+
+    Exit status: 3 when no compatible version is published for this kernel, 4 when a download failed
+    verification, 1 for other failures (network, disk).
+    """
+    settings = settings_from_flags(flags)
+    # modern_ebpf ships inside Falco: only the types with an artifact can be downloaded, in the given priority order.
+    downloadable = tuple(kind for kind in settings.driver_types if kind.has_artifact)
+    if not downloadable:
+        raise UsageError(
+            "nothing to download: the modern_ebpf driver ships inside Falco",
+            hint="download fetches the kernel module (--type kmod) or the legacy eBPF probe (--type ebpf)",
+        )
+    settings = dataclasses.replace(settings, driver_types=downloadable)
+    plan = resolve_plan(settings, modern_ebpf_supported=False)
+
+    from driver_loader.fetch import fetch_artifact  # the HTTP stack is only imported when something is fetched
+
+    result = fetch_artifact(plan, settings)
+    if settings.output == "json":
+        click.echo(json.dumps({
+            "path": result.path,
+            "version": result.version,
+            "sha256": result.sha256,
+            "url": result.url,
+            "verified_by": result.verified_by,
+            "source": result.source,
+            "driver_type": str(plan.driver_type),
+        }, indent=2))
+    else:
+        click.echo(result.path)

@@ -1,0 +1,212 @@
+"""`falco-driver-loader download` end to end: a real subprocess against servers on 127.0.0.1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from download_helpers import DEFAULT_VERSION, FILENAME, artifact_path, closed_port, response_head, sha256
+
+pytest_plugins = ["download_fixtures", "tls_fixtures"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BODY = b"\x7fELF" + os.urandom(4096)
+
+
+@pytest.fixture
+def host_tree(tmp_path):
+    root = tmp_path / "host"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "os-release").write_text('ID=ubuntu\nVERSION_ID="24.04"\n')
+    return root
+
+
+def command(host_tree, cache_dir, *args):
+    """The download command line; `--type kmod` unless args choose a type."""
+    types = () if "--type" in args else ("--type", "kmod")
+    return [
+        sys.executable, "-m", "driver_loader", "download", "--log-format", "text",
+        "--host-root", str(host_tree), "--kernel-release", "6.8.0-79-generic",
+        "--kernel-version", "#79-Ubuntu SMP PREEMPT_DYNAMIC", "--arch", "x86_64", *types,
+        "--driver-version", DEFAULT_VERSION, "--cache-dir", str(cache_dir), *args,
+    ]
+
+
+def environment():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@pytest.fixture
+def download(host_tree, tmp_path):
+    cache_dir = tmp_path / "cache"
+
+    def run(*args):
+        return subprocess.run(command(host_tree, cache_dir, *args), capture_output=True, text=True, timeout=120,
+                              env=environment())
+
+    run.cache_dir = cache_dir
+    return run
+
+
+def cached(cache_dir, version=DEFAULT_VERSION):
+    return cache_dir / version / "x86_64" / FILENAME
+
+
+def test_prints_the_path_of_the_verified_artifact(server, download):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    result = download("--repo", server.url_for("/driver"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{cached(download.cache_dir)}\n"
+    assert cached(download.cache_dir).read_bytes() == BODY
+    assert "publishes no checksum" in result.stderr
+
+
+def test_json_output(server, download):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    server.expect_request(artifact_path() + ".sha256").respond_with_data(sha256(BODY))
+    result = download("--repo", server.url_for("/driver"), "--output", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["path"] == str(cached(download.cache_dir))
+    assert document["version"] == DEFAULT_VERSION
+    assert document["sha256"] == sha256(BODY)
+    assert document["url"] == server.url_for(f"/driver/8.0.0%2Bdriver/x86_64/{FILENAME}")
+    assert document["verified_by"] == "sha256-sidecar"
+
+
+def test_nothing_published_is_exit_3_with_what_was_tried(server, download):
+    result = download("--repo", server.url_for("/driver"))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert f"tried: {server.url_for('/driver/8.0.0%2Bdriver/x86_64/' + FILENAME)}: HTTP 404" in result.stderr
+    assert "next:" in result.stderr and "--compile" in result.stderr
+
+
+def test_a_checksum_mismatch_is_exit_4_and_shows_both_digests(server, download):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    pinned = "0" * 64
+    result = download("--repo", server.url_for("/driver"), "--sha256", pinned)
+    assert result.returncode == 4
+    assert pinned in result.stderr and sha256(BODY) in result.stderr and "--sha256" in result.stderr
+    assert not cached(download.cache_dir).exists()
+
+
+def test_strict_without_a_checksum_is_exit_4(server, download):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    result = download("--repo", server.url_for("/driver"), "--verify", "strict")
+    assert result.returncode == 4
+    assert not cached(download.cache_dir).exists()
+
+
+def test_a_pinned_checksums_file_verifies(server, download, tmp_path):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    sums = tmp_path / "SHA256SUMS.pinned"
+    sums.write_text(f"{sha256(BODY)}  {FILENAME}\n")
+    result = download("--repo", server.url_for("/driver"), "--checksums", str(sums), "--verify", "strict",
+                      "--output", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verified_by"] == "sha256-pinned"
+
+
+def test_network_failure_is_exit_1(download):
+    result = download("--repo", f"http://127.0.0.1:{closed_port()}/driver", "--http-retries", "0")
+    assert result.returncode == 1
+    assert "refused" in result.stderr.lower()
+
+
+def test_version_fallback_and_its_switch(server, download):
+    server.expect_request("/driver/site/index.json").respond_with_data(
+        '["8.0.0+driver", "8.1.0+driver", "8.2.0+driver", "9.0.0+driver"]')
+    for version in ("8.1.0+driver", "8.2.0+driver", "9.0.0+driver"):
+        server.expect_request(artifact_path(version)).respond_with_data(BODY)
+    result = download("--repo", server.url_for("/driver"), "--output", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] == "8.2.0+driver"
+    result = download("--repo", server.url_for("/driver"), "--no-version-fallback",
+                      "--cache-dir", str(download.cache_dir.parent / "other-cache"))
+    assert result.returncode == 3
+
+
+def test_headers_are_sent_and_credentials_stay_out_of_the_output(server, download):
+    server.expect_request(artifact_path(), headers={"X-Token-Check": "yes"}).respond_with_data(BODY)
+    repo = server.url_for("/driver").replace("http://", "http://mirror:Hunter2Secret@")
+    result = download("--repo", repo, "--http-header", "X-Token-Check: yes",
+                      "--http-header", "Authorization: Bearer SeCrEtToKeN", "--log-level", "debug",
+                      "--output", "json")
+    assert result.returncode == 0, result.stderr
+    for secret in ("Hunter2Secret", "SeCrEtToKeN"):
+        assert secret not in result.stderr and secret not in result.stdout
+    assert "****@127.0.0.1" in result.stdout
+
+
+def test_tls_needs_the_ca_bundle(download, tls_files, monkeypatch):
+    from pytest_httpserver import HTTPServer
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    tls = HTTPServer(host="127.0.0.1", port=0, ssl_context=tls_files.server_context(), threaded=True)
+    tls.no_handler_status_code = 404
+    tls.start()
+    try:
+        tls.expect_request(artifact_path()).respond_with_data(BODY)
+        refused = download("--repo", tls.url_for("/driver"), "--no-version-fallback")
+        accepted = download("--repo", tls.url_for("/driver"), "--ca-bundle", tls_files.ca_pem)
+    finally:
+        tls.stop()
+    assert refused.returncode == 1 and "TLS verification failed" in refused.stderr
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_modern_ebpf_has_nothing_to_download(download):
+    result = download("--type", "modern_ebpf", "--repo", f"http://127.0.0.1:{closed_port()}/driver")
+    assert result.returncode == 2
+    assert "modern_ebpf" in result.stderr
+
+
+def test_a_killed_download_leaves_nothing_usable(raw_server, host_tree, tmp_path):
+    half_sent = threading.Event()
+    serve_fully = threading.Event()
+
+    def script(conn, request_line):
+        if not request_line.split()[1].endswith(".ko"):
+            conn.sendall(response_head("404 Not Found", length=0))
+            return
+        if serve_fully.is_set():
+            conn.sendall(response_head(length=len(BODY)) + BODY)
+            return
+        conn.sendall(response_head(length=len(BODY)) + BODY[: len(BODY) // 2])
+        half_sent.set()
+        raw.release.wait(60)
+
+    raw = raw_server(script)
+    cache_dir = tmp_path / "cache"
+    args = command(host_tree, cache_dir, "--repo", raw.url("/driver"), "--http-timeout", "60")
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment())
+    try:
+        assert half_sent.wait(60), "the loader never started the download"
+        directory = cached(cache_dir).parent
+        deadline = time.monotonic() + 60
+        while not any(p.name.startswith(".partial-") for p in directory.glob(".*")):
+            assert time.monotonic() < deadline, "no partial file appeared"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert not cached(cache_dir).exists()
+    assert not Path(str(cached(cache_dir)) + ".meta.json").exists()
+
+    serve_fully.set()
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120, env=environment())
+    assert again.returncode == 0, again.stderr
+    assert cached(cache_dir).read_bytes() == BODY
+    assert not any(p.name.startswith(".partial-") for p in cached(cache_dir).parent.iterdir())
