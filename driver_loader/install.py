@@ -151,8 +151,8 @@ def dry_run(settings: Settings, edges: Optional[Edges] = None) -> DryRun:
                          f"and within {plan.compatible}")
             return DryRun(plan, (*steps, tell_falco))
         if loaded is not None:
-            steps.append(f"replace the loaded module {loaded.name} {loaded.version or '(no version)'}: "
-                         f"it is outside {plan.compatible}")
+            steps.append(f"unload the loaded module {loaded.name} {loaded.version or '(no version)'} (it is outside "
+                         f"{plan.compatible}), retrying {settings.unload_retries} time(s) while it is in use")
     steps += _artifact_steps(plan, settings)
     if plan.driver_type is DriverType.KMOD:
         steps.append(f"run the pre-load checks, then load it with finit_module and confirm "
@@ -216,13 +216,15 @@ def _install_kmod(plan: Plan, settings: Settings, edges: Edges) -> InstallResult
             tried=["checked the effective user id: it is not 0"],
             hint="run as root (in a container: privileged, or with CAP_SYS_MODULE), or use --type modern_ebpf",
         )
+    # Unloading first, as the legacy loader and falcoctl do: a module that stays busy stops the install before
+    # anything is downloaded or built, and the incompatible module is of no use to Falco anyway.
+    unloaded = unload_module(kernel, name, retries=settings.unload_retries)
+    if unloaded is not None:
+        actions.append(f"unloaded {name} {unloaded.version or '(no version)'}")
     artifact, verified = _verified_artifact(plan, settings, edges)
     try:
         if artifact.source in (SOURCE_DOWNLOAD, SOURCE_BUILD):
             actions.append(f"{'downloaded' if artifact.source == SOURCE_DOWNLOAD else 'built'} {artifact.path}")
-        unloaded = unload_module(kernel, name, retries=settings.unload_retries)
-        if unloaded is not None:
-            actions.append(f"unloaded {name} {unloaded.version or '(no version)'}")
         version = verified.info.driver_version
         method = load_module(kernel, verified.fd, name=name, version=version, compressed=verified.compressed,
                              likely_causes=verified.warnings)

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from elf_fixtures import DEFAULT_VERMAGIC, make_bpf_probe, make_kmod
 from fake_kernel import FakeKernel
 
+from driver_loader import checks
 from driver_loader.build import BuildResult
 from driver_loader.cli import cli
 from driver_loader.driver_types import DriverType
@@ -209,17 +210,19 @@ def test_upgrade_unloads_the_old_module_then_loads_the_new_one(world):
     assert "unloaded falco 7.0.0+driver" in result.actions
 
 
-def test_the_descriptor_loaded_is_the_one_whose_bytes_were_verified(world):
+def test_the_descriptor_loaded_is_the_one_whose_bytes_were_verified(world, monkeypatch):
     good = world.module()
     swapped = world.module(version="8.0.0+driver", vermagic="6.1.0-56-amd64 SMP mod_unload ")
     swapped_bytes = swapped.read_bytes()
-    world.kernel.add_module("falco", "7.0.0+driver")
     world.fetch.files.append(good)
+    real_check = checks.check_artifact
 
-    def swap_the_file(name):  # runs after verification, before finit_module
+    def check_then_swap_the_file(*args, **kwargs):  # the bytes are read; replace the file behind them
+        findings = real_check(*args, **kwargs)
         os.replace(swapped, world.fetch.stored[0])
+        return findings
 
-    world.kernel.on_delete = swap_the_file
+    monkeypatch.setattr(checks, "check_artifact", check_then_swap_the_file)
     world.install()
     assert world.kernel.loaded_images == [good.read_bytes()]
     assert Path(world.fetch.stored[0]).read_bytes() == swapped_bytes != good.read_bytes()
@@ -244,7 +247,6 @@ def test_a_file_changed_since_its_digest_was_recorded_is_refused(world):
 
 
 def test_a_module_failing_the_pre_load_checks_is_never_loaded(world):
-    world.kernel.add_module("falco", "7.0.0+driver")
     world.fetch.files.append(world.module(vermagic="6.1.0-99-amd64 SMP mod_unload ", modversions=False))
     with pytest.raises(VerificationError) as caught:
         world.install(compile=False)
@@ -255,7 +257,7 @@ def test_a_module_failing_the_pre_load_checks_is_never_loaded(world):
     assert any(item.startswith("kernel_release:") for item in error.tried)
     assert error.hint
     assert world.kernel.calls == []
-    assert world.kernel.module_version("falco") == "7.0.0+driver"
+    assert world.kernel.module_version("falco") is None
     assert world.config() is None
     assert not os.path.exists(world.fetch.stored[0])  # nothing that cannot load is kept
 
@@ -279,7 +281,6 @@ def test_a_downloaded_module_that_cannot_load_falls_back_to_a_build(world):
 def test_a_busy_old_module_stops_the_install_and_stays_loaded(world):
     world.kernel.add_module("falco", "7.0.0+driver", refcnt=2, holders=["falco_helper"])
     world.kernel.always_busy = True
-    world.fetch.files.append(world.module())
     with pytest.raises(LoaderError) as caught:
         world.install()
     assert caught.value.exit_code == ExitCode.LOAD
@@ -287,6 +288,7 @@ def test_a_busy_old_module_stops_the_install_and_stays_loaded(world):
     assert world.kernel.syscall_names() == ["delete_module"] * 3
     assert world.kernel.module_version("falco") == "7.0.0+driver"
     assert world.config() is None
+    assert world.fetch.calls == 0
 
 
 def test_a_kernel_refusal_names_the_likely_cause_and_leaves_falco_alone(world):
@@ -456,7 +458,7 @@ def test_dry_run_changes_nothing(world):
     world.kernel.add_module("falco", "7.0.0+driver")
     report = dry_run(world.settings(dry_run=True), world.edges())
     text = "\n".join(report.steps)
-    assert "replace the loaded module falco 7.0.0+driver" in text
+    assert "unload the loaded module falco 7.0.0+driver" in text
     assert "http://127.0.0.1:9/repo/8.0.0%2Bdriver/x86_64/" in text
     assert "finit_module" in text
     assert world.kernel.calls == [] and world.fetch.calls == 0 and world.build.calls == 0
