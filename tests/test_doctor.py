@@ -176,6 +176,8 @@ def test_a_missing_file_repository_fails_its_check(node, tmp_path):
     checks, verdict = node("--repo", f"file://{tmp_path}/nowhere", "--no-compile")
     assert checks["repositories"].status == FAIL
     assert "does not exist" in checks["repositories"].summary
+    assert "must be an existing directory" in checks["repositories"].advice
+    assert verdict.exit_code == ExitCode.NO_DRIVER  # every candidate is simply absent there, as install finds
 
 
 def test_compatible_version_fallback_from_the_site_index(node, tmp_path):
@@ -316,7 +318,8 @@ def test_verdict_follows_the_observations(node, tmp_path):
     assert evaluate(no_artifact)[1].exit_code == ExitCode.NO_DRIVER
     assert evaluate(dataclasses.replace(no_artifact, cached="/c/x.ko"))[1].exit_code == ExitCode.OK
     assert evaluate(dataclasses.replace(base, is_root=False))[1].exit_code == ExitCode.RUNTIME
-    unreachable = dataclasses.replace(no_artifact, repos=(doctor.RepoProbe("https://x", False, "refused"),))
+    unreachable = dataclasses.replace(no_artifact, repos=(doctor.RepoProbe("https://x", False, "refused"),),
+                                      artifacts=(doctor.ArtifactProbe("https://x/a.ko", "error", "refused", VERSION),))
     assert evaluate(unreachable)[1].exit_code == ExitCode.RUNTIME
 
 

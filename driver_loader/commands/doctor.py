@@ -491,9 +491,13 @@ def _repos_check(obs: Observations, kind: Optional[DriverType]) -> Check:
     unreachable = [p for p in obs.repos if not p.reachable]
     if not unreachable:
         return Check("repositories", PASS, summary)
-    advice = ("check the network path: HTTPS_PROXY/NO_PROXY for a proxy, --ca-bundle for a private CA, "
-              "--http-timeout; or mirror the drivers and use --repo file:///path")
-    return Check("repositories", FAIL if len(unreachable) == len(obs.repos) else WARN, summary, advice)
+    advice = []
+    if any(urlsplit(p.repo).scheme == "file" for p in unreachable):
+        advice.append("a file:// repository must be an existing directory (mount the mirror, or fix --repo)")
+    if any(urlsplit(p.repo).scheme != "file" for p in unreachable):
+        advice.append("check the network path: HTTPS_PROXY/NO_PROXY for a proxy, --ca-bundle for a private CA, "
+                      "--http-timeout; or mirror the drivers and use --repo file:///path")
+    return Check("repositories", FAIL if len(unreachable) == len(obs.repos) else WARN, summary, "; ".join(advice))
 
 
 def _found(obs: Observations) -> Optional[ArtifactProbe]:
@@ -567,9 +571,8 @@ def _verdict(obs: Observations, kind: Optional[DriverType]) -> Verdict:
     if obs.settings.download and obs.session_error is not None:
         return Verdict(obs.session_error.exit_code, f"install would fail: {obs.session_error.message}",
                        obs.session_error.hint)
-    unknown = obs.settings.download and (
-        any(not p.reachable for p in obs.repos) or any(a.outcome == "error" for a in obs.artifacts))
-    if unknown:
+    # A repository that cannot be reached leaves its candidates in error; a missing file:// one answers "absent".
+    if obs.settings.download and any(a.outcome == "error" for a in obs.artifacts):
         return Verdict(ExitCode.RUNTIME, "install would fail: no build is possible and the repositories could not "
                        "all be asked", "see the repositories check")
     if not obs.settings.download and not obs.settings.compile:
