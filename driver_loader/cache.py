@@ -273,10 +273,11 @@ class ArtifactCache:
     def _descend(self, parent: int, part: str, create: bool, path: str) -> int:
         """Open `part` below `parent` (closing `parent`); -1 when missing and not creating."""
         try:
+            created = False
             if create:
                 try:
                     os.mkdir(part, DIR_MODE, dir_fd=parent)
-                    os.chmod(part, DIR_MODE, dir_fd=parent, follow_symlinks=False)
+                    created = True
                 except FileExistsError:
                     pass
             try:
@@ -291,7 +292,14 @@ class ArtifactCache:
             if not stat.S_ISDIR(info.st_mode):
                 raise UnsafeCachePathError(f"refusing cache path {path}: {part!r} is not a directory",
                                            hint=f"remove it from {self.root}")
-            return os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            if created:
+                try:
+                    os.fchmod(fd, DIR_MODE)  # whatever the umask
+                except OSError:
+                    os.close(fd)
+                    raise
+            return fd
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise UnsafeCachePathError(f"refusing cache path {path}: {part!r} is a symbolic link") from None

@@ -71,7 +71,7 @@ class HttpFailure(LoaderError):
 
 
 class InsecureRedirectError(HttpFailure):
-    """An https URL redirected to plain http."""
+    """A redirect from https to plain http, or to anything but http(s)."""
 
 
 def redact_url(url: str) -> str:
@@ -273,10 +273,12 @@ class LoaderSession(requests.Session):
         target = super().get_redirect_target(resp)
         if target is not None:
             destination = urljoin(resp.url, target)
-            if urlsplit(resp.url).scheme == "https" and urlsplit(destination).scheme != "https":
+            origin_scheme, scheme = urlsplit(resp.url).scheme, urlsplit(destination).scheme
+            # A server may send us elsewhere on the web, never to a local file and never from https to http.
+            if scheme not in ("http", "https") or (origin_scheme == "https" and scheme != "https"):
                 resp.close()
                 raise InsecureRedirectError(
-                    f"refusing redirect from https to {urlsplit(destination).scheme or 'a relative URL'}: "
+                    f"refusing redirect from {origin_scheme} to {scheme or 'an unknown scheme'}: "
                     f"{redact_url(resp.url)} -> {redact_url(destination)}",
                     url=redact_url(resp.url),
                     hint="point --repo at the final https location, or fix the server's redirect",

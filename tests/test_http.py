@@ -200,6 +200,14 @@ def test_https_to_http_redirect_is_refused(tls_server, server, tls_files):
     assert len(server.log) == 0
 
 
+def test_a_redirect_to_a_local_file_is_refused(server, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("local data")
+    server.expect_request("/a").respond_with_data("", status=302, headers={"Location": f"file://{secret}"})
+    with pytest.raises(InsecureRedirectError, match="refusing redirect from http to file"):
+        session_for().get_stream(server.url_for("/a"))
+
+
 # -- TLS ----------------------------------------------------------------------------------------------------------------
 
 def test_tls_with_the_ca_bundle_verifies(tls_server, tls_files):
