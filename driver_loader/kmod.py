@@ -17,8 +17,9 @@ import subprocess
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from driver_loader.errors import LoaderError, LoadError
+from driver_loader.errors import LoaderError, LoadError, UsageError
 from driver_loader.log import get_logger
+from driver_loader.settings import normalize_arch
 
 log = get_logger(__name__)
 
@@ -56,8 +57,11 @@ class Syscalls:
     """The two module syscalls, raising OSError(errno) like the os module does."""
 
     def __init__(self, arch: Optional[str] = None) -> None:
-        machine = arch or platform.machine()
-        self.numbers = SYSCALLS.get({"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine), {})
+        self.arch = arch or platform.machine()
+        try:
+            self.numbers = SYSCALLS.get(normalize_arch(self.arch), {})
+        except UsageError:
+            self.numbers = {}
         self._libc = None
 
     def finit_module(self, fd: int, flags: int = 0) -> None:
@@ -69,7 +73,7 @@ class Syscalls:
     def _call(self, syscall: str, *args) -> None:
         number = self.numbers.get(syscall)
         if number is None:
-            raise OSError(errno.ENOSYS, f"{syscall}: no syscall number known for {platform.machine()}")
+            raise OSError(errno.ENOSYS, f"{syscall}: no syscall number known for {self.arch}")
         if self._libc is None:
             self._libc = ctypes.CDLL(None, use_errno=True)
             self._libc.syscall.restype = ctypes.c_long
@@ -229,6 +233,7 @@ def unload_module(kernel: KernelModules, name: str, *, retries: int) -> Optional
     for attempt in range(1, attempts + 1):
         try:
             kernel.delete_module(name)
+            break
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 break  # gone in the meantime
@@ -236,12 +241,10 @@ def unload_module(kernel: KernelModules, name: str, *, retries: int) -> Optional
                 raise _unload_error(name, exc) from None
             if attempt == attempts:
                 raise _busy_error(kernel, name, attempts) from None
-            log.info("module is in use; waiting before trying to unload it again", module=name, attempt=attempt,
-                     of=attempts, wait=f"{delay:g}s")
-            kernel.sleep(delay)
-            delay = min(delay * 2, UNLOAD_MAX_DELAY)
-            continue
-        break
+        log.info("module is in use; waiting before trying to unload it again", module=name, attempt=attempt,
+                 of=attempts, wait=f"{delay:g}s")
+        kernel.sleep(delay)
+        delay = min(delay * 2, UNLOAD_MAX_DELAY)
     log.info("unloaded module", module=name, version=module.version)
     return module
 
