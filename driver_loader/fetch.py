@@ -28,6 +28,7 @@ from driver_loader.http import HttpFailure, LoaderSession, build_session, redact
 from driver_loader.index import VersionIndex
 from driver_loader.log import get_logger
 from driver_loader.naming import Candidate
+from driver_loader.plan import Plan
 from driver_loader.settings import Settings
 
 log = get_logger(__name__)
@@ -68,21 +69,21 @@ class _BrokenTransfer(Exception):
 
 
 def fetch_artifact(
-    plan,
+    plan: Plan,
     settings: Settings,
     *,
     session: Optional[LoaderSession] = None,
     cache: Optional[ArtifactCache] = None,
     progress: Optional[Progress] = None,
 ) -> FetchResult:
-    """The verified artifact for `plan` (a driver_loader.plan.Plan), from the cache or a repository."""
+    """The verified artifact for `plan`, from the cache or a repository."""
     session = session or build_session(settings.http, repos=settings.repos)
     cache = cache or ArtifactCache(settings.cache_dir)
     return _Fetcher(plan, settings, session, cache, progress).run()
 
 
 class _Fetcher:
-    def __init__(self, plan, settings: Settings, session: LoaderSession, cache: ArtifactCache,
+    def __init__(self, plan: Plan, settings: Settings, session: LoaderSession, cache: ArtifactCache,
                  progress: Optional[Progress]) -> None:
         self.plan = plan
         self.settings = settings
@@ -100,7 +101,7 @@ class _Fetcher:
         if not plan.candidates:
             raise NoDriverError(
                 f"no prebuilt {plan.driver_type} can be named for this host",
-                tried=tuple(getattr(plan, "refusals", ())) or ("no artifact file name could be built",),
+                tried=plan.refusals or ("no artifact file name could be built",),
                 hint=ADVICE,
             )
         result = self._try_version(plan.driver_version, plan.candidates)
