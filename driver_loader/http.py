@@ -1,10 +1,10 @@
 """The HTTP edge: one requests Session per run, and the only module that imports requests.
 
 What it guarantees: (connect, read) timeouts on every request; retries with full-jitter exponential backoff on
-connection errors, 429 and 5xx (never on 403/404), Retry-After honoured up to a cap; at most five redirects and
-never one from https to http; TLS verified unless the operator explicitly opts out; proxies from the environment;
-`file://` repositories served by an adapter so air-gapped mirrors take the same path as HTTP ones; credentials
-redacted from everything this module logs or raises.
+connection errors, 429 and 5xx (never on 403/404), Retry-After honoured up to a cap; at most five redirects, never
+from https to http nor to a non-http(s) URL; TLS verified unless the operator explicitly opts out; proxies from the
+environment; `file://` repositories served by an adapter so air-gapped mirrors take the same path as HTTP ones;
+credentials redacted from everything this module logs or raises.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ class LoaderSession(requests.Session):
     def get_stream(self, url: str) -> requests.Response:
         """GET `url` without reading the body. Returns a 200 response; anything else raises HttpFailure."""
         self.remember_secrets([url])
-        response = self._get(url, stream=True)
+        response = self._get(url)
         if response.status_code != 200:
             response.close()
             raise HttpFailure(f"HTTP {response.status_code} {response.reason or ''}".strip(),
@@ -335,10 +335,10 @@ class LoaderSession(requests.Session):
                                       url=redact_url(url), status=200)
         return body.decode("utf-8", errors="replace")
 
-    def _get(self, url: str, *, stream: bool) -> requests.Response:
+    def _get(self, url: str) -> requests.Response:
         self._log_proxy(url)
         try:
-            return self.get(url, stream=stream, timeout=self.timeouts, verify=self.verify_setting)
+            return self.get(url, stream=True, timeout=self.timeouts, verify=self.verify_setting)
         except (requests.RequestException, OSError) as exc:
             raise self._failure(url, exc) from None
 
