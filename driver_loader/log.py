@@ -31,7 +31,11 @@ def level() -> str:
 
 
 def is_debug() -> bool:
-    return _LEVELS.get(_config["level"], 20) <= 10
+    return _enabled("debug")
+
+
+def _enabled(method: str) -> bool:
+    return _LEVELS[method] >= _LEVELS.get(_config["level"], 20)
 
 
 def stderr_is_tty() -> bool:
@@ -109,6 +113,8 @@ class _LazyLogger:
         return child
 
     def _emit(self, method: str, event: str, **kw: Any) -> None:
+        if not _enabled(method):  # before structlog is imported: a filtered-out line costs nothing
+            return
         if not _configured:
             _configure()
         import structlog
@@ -119,8 +125,7 @@ class _LazyLogger:
         getattr(logger, method)(event, **kw)
 
     def debug(self, event: str, **kw: Any) -> None:
-        if is_debug():
-            self._emit("debug", event, **kw)
+        self._emit("debug", event, **kw)
 
     def info(self, event: str, **kw: Any) -> None:
         self._emit("info", event, **kw)
