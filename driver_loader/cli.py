@@ -62,7 +62,7 @@ def cli() -> None:
 
 
 def _report(error: LoaderError) -> None:
-    if logging_setup._effective_format() == "json":
+    if logging_setup.effective_format() == "json":
         logging_setup.get_logger().error(error.message, exit_code=int(error.exit_code), tried=list(error.tried),
                                          hint=error.hint)
         return

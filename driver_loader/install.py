@@ -22,6 +22,7 @@ from driver_loader.kmod import KernelModules, LoadedModule, load_module, persist
 from driver_loader.log import get_logger
 from driver_loader.modern_ebpf import ModernEbpfSupport, check_support
 from driver_loader.plan import Plan
+from driver_loader.progress import BuildSpinner, DownloadBar
 from driver_loader.resolve import resolve_plan
 from driver_loader.settings import Settings
 
@@ -323,7 +324,11 @@ def _sources(plan: Plan, settings: Settings, edges: Edges, cache) -> List[_Sourc
             fetch = edges.fetch
             if fetch is None:
                 from driver_loader.fetch import fetch_artifact as fetch
-            result = fetch(plan, settings, cache=cache)
+            bar = DownloadBar(f"downloading {plan.driver_type}")
+            try:
+                result = fetch(plan, settings, cache=cache, progress=bar)
+            finally:
+                bar.close()
             source = SOURCE_CACHE if result.source == SOURCE_CACHE else SOURCE_DOWNLOAD
             return _Artifact(result.path, result.sha256, source, result.verified_by)
 
@@ -333,7 +338,11 @@ def _sources(plan: Plan, settings: Settings, edges: Edges, cache) -> List[_Sourc
             build_artifact = edges.build
             if build_artifact is None:
                 from driver_loader.build import build_artifact
-            result = build_artifact(plan, settings, cache=cache)
+            spinner = BuildSpinner()
+            try:
+                result = build_artifact(plan, settings, cache=cache, progress=spinner)
+            finally:
+                spinner.close()
             return _Artifact(result.path, result.sha256, SOURCE_BUILD, result.verified_by)
 
         sources.append(("build", build))

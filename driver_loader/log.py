@@ -46,10 +46,10 @@ def stderr_is_tty() -> bool:
 
 
 def use_color() -> bool:
-    return _effective_format() == "color"
+    return effective_format() == "color"
 
 
-def _effective_format() -> str:
+def effective_format() -> str:
     fmt = _config["format"]
     if fmt == "json":
         return "json"
@@ -66,7 +66,7 @@ def _configure() -> None:
 
     import structlog
 
-    fmt = _effective_format()
+    fmt = effective_format()
     processors: list = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),

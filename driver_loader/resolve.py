@@ -5,6 +5,7 @@ The shared front half of printenv, download, build and install.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from driver_loader.distros import discover
@@ -50,6 +51,17 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
     for refusal in plan.refusals:
         log.warning("no download candidate", reason=refusal)
     return plan
+
+
+def artifact_types_only(settings: Settings, verb: str) -> Settings:
+    """Settings whose type list keeps only the types that have an artifact (modern_ebpf ships inside Falco)."""
+    kinds = tuple(kind for kind in settings.driver_types if kind.has_artifact)
+    if not kinds:
+        raise UsageError(
+            f"nothing to {verb}: the modern_ebpf driver ships inside Falco",
+            hint=f"{verb} works on the kernel module (--type kmod) or the legacy eBPF probe (--type ebpf)",
+        )
+    return dataclasses.replace(settings, driver_types=kinds)
 
 
 def _modern_ebpf_supported() -> bool:

@@ -3,15 +3,14 @@ bake a driver into an image. Prints the artifact's path, or JSON with --output j
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import click
 
 from driver_loader.build import build_artifact
 from driver_loader.commands._options import build_options, resolution_options, settings_from_flags
-from driver_loader.errors import UsageError
-from driver_loader.resolve import resolve_plan
+from driver_loader.progress import BuildSpinner
+from driver_loader.resolve import artifact_types_only, resolve_plan
 
 
 @click.command("build")
@@ -20,16 +19,13 @@ from driver_loader.resolve import resolve_plan
 def command(**flags) -> None:
     """Build the driver for this kernel (or --kernel-release) into the cache, without loading it."""
     settings = settings_from_flags(flags)
-    # modern_ebpf ships inside Falco: only the types with an artifact can be built, in the given priority order.
-    buildable = tuple(kind for kind in settings.driver_types if kind.has_artifact)
-    if not buildable:
-        raise UsageError(
-            "nothing to build: the modern_ebpf driver ships inside Falco",
-            hint="build makes the kernel module (--type kmod) or the legacy eBPF probe (--type ebpf)",
-        )
-    settings = dataclasses.replace(settings, driver_types=buildable)
+    settings = artifact_types_only(settings, "build")
     plan = resolve_plan(settings, modern_ebpf_supported=False)
-    result = build_artifact(plan, settings)
+    spinner = BuildSpinner()
+    try:
+        result = build_artifact(plan, settings, progress=spinner)
+    finally:
+        spinner.close()
     if settings.output == "json":
         click.echo(json.dumps({
             "driver_type": str(plan.driver_type),

@@ -3,14 +3,13 @@ path (or JSON with --output json). Loads nothing."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import click
 
 from driver_loader.commands._options import fetch_options, resolution_options, settings_from_flags
-from driver_loader.errors import UsageError
-from driver_loader.resolve import resolve_plan
+from driver_loader.progress import DownloadBar
+from driver_loader.resolve import artifact_types_only, resolve_plan
 
 
 @click.command("download")
@@ -23,19 +22,16 @@ def command(**flags) -> None:
     verification, 1 for other failures (network, disk).
     """
     settings = settings_from_flags(flags)
-    # modern_ebpf ships inside Falco: only the types with an artifact can be downloaded, in the given priority order.
-    downloadable = tuple(kind for kind in settings.driver_types if kind.has_artifact)
-    if not downloadable:
-        raise UsageError(
-            "nothing to download: the modern_ebpf driver ships inside Falco",
-            hint="download fetches the kernel module (--type kmod) or the legacy eBPF probe (--type ebpf)",
-        )
-    settings = dataclasses.replace(settings, driver_types=downloadable)
+    settings = artifact_types_only(settings, "download")
     plan = resolve_plan(settings, modern_ebpf_supported=False)
 
     from driver_loader.fetch import fetch_artifact  # the HTTP stack is only imported when something is fetched
 
-    result = fetch_artifact(plan, settings)
+    bar = DownloadBar(f"downloading {plan.driver_type}")
+    try:
+        result = fetch_artifact(plan, settings, progress=bar)
+    finally:
+        bar.close()
     if settings.output == "json":
         click.echo(json.dumps({
             "path": result.path,
