@@ -22,7 +22,9 @@ log = get_logger()
 
 
 def resolve_plan(settings: Settings, *, modules_supported: bool = True,
-                 modern_ebpf_supported: Optional[bool] = None) -> Plan:
+                 modern_ebpf_supported: Optional[bool] = None, require_supported_type: bool = True) -> Plan:
+    """The plan for the first driver type this host supports. With require_supported_type=False (printenv, which
+    only describes), a host that supports none of the types still gets the plan of the first one, with a warning."""
     facts = read_host_facts(settings)
     if not parse_kernel_release(facts.kernel_release).fullversion:
         raise UsageError(
@@ -45,9 +47,14 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
     )
     for kind, reason in choice.skipped:
         log.info(f"skipping driver type {kind}", reason=reason)
-    if choice.selected is None:
-        raise no_supported_type_error(choice, facts, target)
-    plan = make_plan(facts, settings, choice.selected, requirement, target)
+    selected = choice.selected
+    if selected is None:
+        error = no_supported_type_error(choice, facts, target)
+        if require_supported_type:
+            raise error
+        selected = settings.driver_types[0]
+        log.warning(f"{error.message}; describing {selected} anyway", hint=error.hint)
+    plan = make_plan(facts, settings, selected, requirement, target)
     for refusal in plan.refusals:
         log.warning("no download candidate", reason=refusal)
     return plan

@@ -171,3 +171,19 @@ def test_unsafe_driver_version_exits_2(host_root):
                  "--type", "kmod", "--driver-version", "../../x")
     assert result.returncode == 2
     assert "relative path segment" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "os_release, release, filename",
+    [
+        ("ID=cos\nBUILD_ID=17412.101.42\n", "5.15.107+", "falco_cos_5.15.107+_1.ko"),
+        ("ID=ol\nVERSION_ID=9.2\n", "5.15.0-101.103.2.1.el9uek.x86_64", "falco_ol_5.15.0-101.103.2.1.el9uek.x86_64_1.ko"),
+        ("ID=centos\n", "3.9.0", "falco_centos_3.9.0_1.ko"),
+    ],
+)
+def test_printenv_describes_a_type_the_host_cannot_take(os_release, release, filename, host_root):
+    """printenv only describes: where install would exit 6, it still prints the plan, with a warning."""
+    result = printenv(host_root({"etc/os-release": os_release}), "--output", "json", release=release, version="#1 SMP")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["candidates"][0]["filename"] == filename
+    assert "no supported driver found" in result.stderr

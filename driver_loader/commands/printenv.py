@@ -79,7 +79,7 @@ def plan_json(plan: Plan) -> dict:
 def command(**flags) -> None:
     """Print the variables the driver would be installed with (falcoctl's format, or --output json)."""
     settings = settings_from_flags(flags)
-    plan = resolve_plan(settings)
+    plan = resolve_plan(settings, require_supported_type=False)
     if settings.output == "json":
         import json  # only for --output json: the default format must not pay for it
 
