@@ -23,7 +23,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import measure
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
 
 # A printenv that needs nothing from the host but its os-release: the same arguments in every run.
 PRINTENV_ARGS = ("printenv", "--type", "kmod", "--driver-version", "8.0.0+driver", "--kernel-release",
@@ -31,6 +32,10 @@ PRINTENV_ARGS = ("printenv", "--type", "kmod", "--driver-version", "8.0.0+driver
 
 # Modules printenv must never import: the download, ELF and logging layers.
 HEAVY_MODULES = ("requests", "urllib3", "elftools", "structlog")
+
+# ... and the already-loaded fast path must not touch the network or parse ELF files either.
+FAST_PATH_FORBIDDEN = ("requests", "urllib3", "elftools", "driver_loader.fetch", "driver_loader.http",
+                       "driver_loader.elf", "driver_loader.checks", "driver_loader.build")
 
 # Environment variables that steer the loader; the bench sets what it needs and drops the rest.
 LOADER_ENV_PREFIXES = ("FALCOCTL_", "DRIVER", "FALCO_", "HOST_ROOT", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
@@ -104,6 +109,67 @@ def startup_rows(ctx: Context) -> List[Row]:
     return rows
 
 
+def fast_path_rows(ctx: Context) -> List[Row]:
+    rounds = 7 if ctx.quick else 21
+    kernel_root = os.path.join(ctx.workdir, "kernel")
+    make_fake_kernel(kernel_root, module="falco", version="8.0.0+driver")
+    install_args = [*_install_args(), "--falco-config-dir", os.path.join(ctx.workdir, "falco-etc"),
+                    "--cache-dir", os.path.join(ctx.workdir, "fast-path-cache"),
+                    # a port nothing listens on: if the fast path touched the network, it would fail
+                    "--repo", "http://127.0.0.1:9/unreachable", "--http-retries", "0", "--http-timeout", "2"]
+    install = [ctx.python, os.path.join(BENCH, "install_with_fake_kernel.py"), kernel_root, *install_args]
+    env = {**ctx.env, "PYTHONPATH": REPO}
+    runs = measure.interleaved({"printenv": ctx.loader(*PRINTENV_ARGS), "install": install},
+                               rounds=rounds, warmup=2, timeout=60, env=env, cwd=REPO)
+    last = runs["install"][-1]
+    if "already loaded" not in last.stderr.decode("utf-8", "replace"):
+        raise RuntimeError("install did not take the fast path: " + last.stderr.decode("utf-8", "replace")[-500:])
+    printenv, wall = measure.median_wall(runs["printenv"]), measure.median_wall(runs["install"])
+    ratio = wall / printenv
+    row = Row(
+        name="fast path install",
+        measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs['install']))})",
+        baseline=f"printenv {_ms(printenv)} (cpu {_ms(measure.median_cpu(runs['printenv']))})",
+        ratio=f"{ratio:.2f}x",
+        target="< 1.5x",
+        met=ratio < 1.5,
+        notes=[f"median of {rounds} interleaved runs; module falco 8.0.0+driver loaded in a fake /sys"],
+    )
+    imported = imported_modules(ctx, install, env=env)
+    heavy = [m for m in FAST_PATH_FORBIDDEN if imports_package(imported, m)]
+    if heavy:
+        row.met = False
+        row.notes.append("the fast path imports " + ", ".join(heavy))
+    else:
+        row.notes.append("imports none of " + ", ".join(FAST_PATH_FORBIDDEN))
+    printenv_imports = {m.name for m in imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))}
+    row.notes.append("heaviest imports beyond printenv's: "
+                     + heaviest_imports([m for m in imported if m.name not in printenv_imports]))
+    return [row]
+
+
+def _install_args() -> List[str]:
+    return ["install", *PRINTENV_ARGS[1:]]
+
+
+def make_fake_kernel(root: str, *, module: str, version: str) -> None:
+    """A kernel with module support whose /sys/module/<module> says `version` is loaded and live."""
+    module_dir = os.path.join(root, "sys", "module", module)
+    os.makedirs(os.path.join(module_dir, "holders"))
+    os.makedirs(os.path.join(root, "proc"))
+    os.makedirs(os.path.join(root, "dev"))
+    files = {
+        os.path.join(root, "proc", "modules"): f"{module} 1048576 0 - Live 0x0000000000000000\n",
+        os.path.join(module_dir, "version"): version + "\n",
+        os.path.join(module_dir, "srcversion"): "D40C8C8FED995B493A1494F\n",
+        os.path.join(module_dir, "refcnt"): "0\n",
+        os.path.join(module_dir, "initstate"): "live\n",
+    }
+    for path, text in files.items():
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
 # -- helpers ----------------------------------------------------------------------------------------------------------
 
 
@@ -114,11 +180,11 @@ class Import:
     depth: int  # 0: imported by the program itself
 
 
-def imported_modules(ctx: Context, argv: Sequence[str]) -> List[Import]:
+def imported_modules(ctx: Context, argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> List[Import]:
     """Every module `argv` (a `python -m ...` command) imports, from -X importtime. The interpreter's own
     start-up (site, encodings, runpy) is left out: the Python baseline pays it too."""
     traced = [argv[0], "-X", "importtime", *argv[1:]]
-    result = measure.run(traced, timeout=60, env=ctx.env, cwd=REPO)
+    result = measure.run(traced, timeout=60, env=env or ctx.env, cwd=REPO)
     if not result.ok:
         raise RuntimeError(result.describe_failure())
     modules: List[Import] = []
@@ -128,7 +194,7 @@ def imported_modules(ctx: Context, argv: Sequence[str]) -> List[Import]:
         _, cumulative, name = line[len("import time:"):].split("|")
         indent = len(name) - len(name.lstrip()) - 1
         modules.append(Import(name.strip(), int(cumulative), indent // 2))
-        if name.strip() == "runpy":
+        if name.strip() in ("site", "runpy"):
             modules.clear()
     return modules
 
@@ -206,6 +272,7 @@ def print_table(rows: Sequence[Row]) -> None:
 
 ROWS: Dict[str, Callable[[Context], List[Row]]] = {
     "startup": startup_rows,
+    "fastpath": fast_path_rows,
 }
 
 
@@ -230,7 +297,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rows: List[Row] = []
         for name in wanted:
             print(f"running {name} ...", file=sys.stderr, flush=True)
+            row_started = time.monotonic()
             rows += ROWS[name](ctx)
+            print(f"  {name} took {time.monotonic() - row_started:.1f} s", file=sys.stderr, flush=True)
     print_table(rows)
     print(f"\n(bench took {time.monotonic() - started:.0f} s; load average at the end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
