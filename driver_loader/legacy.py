@@ -127,7 +127,6 @@ class Translation:
     """What to run: `argv` for the click group, or `action` "help" (print the usage) / "nothing" (exit 0)."""
 
     argv: Tuple[str, ...]
-    form: str  # "subcommand", "falcoctl" or "legacy"
     action: str = "run"
     link_sources: bool = False
     host_root: Optional[str] = None  # --host-root when given on the command line
@@ -250,7 +249,7 @@ def translate(argv: Sequence[str]) -> Translation:
     if link_sources:
         args = args[1:]
     if args and args[0] in GROUP_PASSTHROUGH:
-        return Translation(tuple(args), "subcommand", link_sources=link_sources)
+        return Translation(tuple(args), link_sources=link_sources)
     subcommands = _subcommands()
     notes: List[str] = []
 
@@ -261,15 +260,15 @@ def translate(argv: Sequence[str]) -> Translation:
         more, inner = _leading_options(rest, notes)
         leading += more
         if inner >= len(rest) or rest[inner] in ("-h", "--help"):
-            return Translation(("--help",), "falcoctl", link_sources=link_sources, notes=tuple(notes))
+            return Translation(("--help",), link_sources=link_sources, notes=tuple(notes))
         command = rest[inner]
         if command in FALCOCTL_ONLY_COMMANDS:
             raise UsageError(FALCOCTL_ONLY_COMMANDS[command], hint="see `falco-driver-loader --help`")
         if command not in subcommands:
             raise UsageError(f"unknown command: driver {command}", hint="see `falco-driver-loader --help`")
-        return _subcommand_form("falcoctl", command, leading, rest[inner + 1:], notes, link_sources)
+        return _subcommand_form(command, leading, rest[inner + 1:], notes, link_sources)
     if word in subcommands:
-        return _subcommand_form("subcommand", word, leading, args[index + 1:], notes, link_sources)
+        return _subcommand_form(word, leading, args[index + 1:], notes, link_sources)
     return _legacy_form(args, link_sources)
 
 
@@ -286,7 +285,7 @@ def _leading_options(args: List[str], notes: List[str]) -> Tuple[List[_Option], 
     return found, index
 
 
-def _subcommand_form(form: str, command: str, leading: List[_Option], rest: List[str], notes: List[str],
+def _subcommand_form(command: str, leading: List[_Option], rest: List[str], notes: List[str],
                      link_sources: bool) -> Translation:
     """`[options] COMMAND [args]`: log options stay in front of the command (the group takes them), every other
     leading option moves after it; the command's own arguments are passed on with falcoctl spellings rewritten."""
@@ -310,7 +309,7 @@ def _subcommand_form(form: str, command: str, leading: List[_Option], rest: List
             continue
         tail.append(token)  # the command's own options and arguments: click checks them
         index += 1
-    return Translation(tuple(front + [command] + moved + tail), form, link_sources=link_sources,
+    return Translation(tuple(front + [command] + moved + tail), link_sources=link_sources,
                        host_root=host_root, notes=tuple(notes))
 
 
@@ -338,9 +337,9 @@ def _legacy_form(args: List[str], link_sources: bool) -> Translation:
             raise UsageError(f"unknown driver or command: {token}", hint="see the usage below")
 
     if "help" in switches:
-        return Translation((), "legacy", action="help", notes=tuple(notes))
+        return Translation((), action="help", notes=tuple(notes))
     if "source_only" in switches:
-        return Translation((), "legacy", action="nothing", notes=tuple(notes))
+        return Translation((), action="nothing", notes=tuple(notes))
     if driver is not None and any(o.name == "--type" for o in options):
         raise UsageError("give the driver either as a word (kmod, ebpf, ...) or with --type, not both",
                          hint="see the usage below")
@@ -366,7 +365,7 @@ def _legacy_form(args: List[str], link_sources: bool) -> Translation:
             continue
         argv += option.tokens
     host_root = next((o.value for o in options if o.name == "--host-root"), None)
-    return Translation(tuple(argv), "legacy", link_sources=link_sources, host_root=host_root, notes=tuple(notes))
+    return Translation(tuple(argv), link_sources=link_sources, host_root=host_root, notes=tuple(notes))
 
 
 def link_host_sources(host_root: str, usr_src: str = "/usr/src") -> List[str]:
