@@ -259,12 +259,7 @@ def _install_ebpf_probe(plan: Plan, settings: Settings, edges: Edges) -> Install
 
 
 def _is_compatible(loaded: Optional[LoadedModule], plan: Plan) -> bool:
-    return (
-        loaded is not None
-        and bool(loaded.version)
-        and loaded.initstate in (None, "live")
-        and plan.compatible.contains(loaded.version)
-    )
+    return loaded is not None and loaded.fits(plan.compatible)
 
 
 def _tell_falco(settings: Settings, driver_type: DriverType, probe: Optional[str], actions: List[str]) -> Optional[str]:

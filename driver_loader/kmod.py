@@ -52,6 +52,10 @@ class LoadedModule:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self) | {"holders": list(self.holders)}
 
+    def fits(self, compatible) -> bool:
+        """Live, with a version inside `compatible` (a versions.CompatibleRange): safe to keep as it is."""
+        return bool(self.version) and self.initstate in (None, "live") and compatible.contains(self.version)
+
 
 class Syscalls:
     """The two module syscalls, raising OSError(errno) like the os module does."""

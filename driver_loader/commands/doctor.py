@@ -28,6 +28,7 @@ from driver_loader.commands._options import (
 from driver_loader.distros import UNDETERMINED
 from driver_loader.driver_types import DriverType
 from driver_loader.errors import ExitCode, LoaderError
+from driver_loader.kmod import LoadedModule
 from driver_loader.log import get_logger
 from driver_loader.settings import Settings
 
@@ -118,9 +119,7 @@ class Observations:
     is_root: bool
     plan: object = None  # driver_loader.plan.Plan
     plan_error: Optional[LoaderError] = None
-    loaded_version: Optional[str] = None
-    loaded_state: Optional[str] = None
-    module_loaded: bool = False
+    loaded: Optional[LoadedModule] = None
     headers: Optional[Found] = None
     sources: Optional[Found] = None
     tools: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
@@ -184,9 +183,7 @@ def observe(settings: Settings, *, kernel=None, modern_support=None) -> Observat
     loaded = kernel.loaded(settings.kernel_module_name) if plan.driver_type is DriverType.KMOD else None
     obs = dataclasses.replace(
         obs,
-        module_loaded=loaded is not None,
-        loaded_version=loaded.version if loaded else None,
-        loaded_state=loaded.initstate if loaded else None,
+        loaded=loaded,
         cached=_cached(plan),
     )
     if settings.compile:
@@ -438,21 +435,20 @@ def _version_check(obs: Observations) -> Check:
 
 
 def _loaded_compatible(obs: Observations) -> bool:
-    return (obs.module_loaded and bool(obs.loaded_version) and obs.loaded_state in (None, "live")
-            and obs.plan.compatible.contains(obs.loaded_version))
+    return obs.loaded is not None and obs.loaded.fits(obs.plan.compatible)
 
 
 def _loaded_check(obs: Observations, kind: Optional[DriverType]) -> Check:
     name = obs.settings.kernel_module_name
     if kind is not DriverType.KMOD:
         return Check("loaded module", SKIP, "only a kernel module is loaded into the kernel")
-    if not obs.module_loaded:
+    if obs.loaded is None:
         return Check("loaded module", PASS, f"{name} is not loaded; install will load it")
     if _loaded_compatible(obs):
-        return Check("loaded module", PASS, f"{name} {obs.loaded_version} is loaded and within "
+        return Check("loaded module", PASS, f"{name} {obs.loaded.version} is loaded and within "
                      f"{obs.plan.compatible}: install will keep it")
     return Check("loaded module", WARN,
-                 f"{name} {obs.loaded_version or '(no version)'} ({obs.loaded_state or 'unknown state'}) is loaded "
+                 f"{name} {obs.loaded.version or '(no version)'} ({obs.loaded.initstate or 'unknown state'}) is loaded "
                  f"and outside {obs.plan.compatible}: install will unload and replace it",
                  "stop Falco first: a module in use cannot be unloaded")
 
@@ -556,7 +552,7 @@ def _verdict(obs: Observations, kind: Optional[DriverType]) -> Verdict:
     if kind is DriverType.MODERN_EBPF:
         return Verdict(ExitCode.OK, "install would succeed: modern_ebpf is built into Falco, nothing to load")
     if kind is DriverType.KMOD and _loaded_compatible(obs):
-        return Verdict(ExitCode.OK, f"install would succeed: the loaded module {obs.loaded_version} is kept")
+        return Verdict(ExitCode.OK, f"install would succeed: the loaded module {obs.loaded.version} is kept")
     if kind is DriverType.KMOD and not obs.is_root:
         return Verdict(ExitCode.RUNTIME, "install would fail: loading a kernel module needs root",
                        "run as root, or use --type modern_ebpf")
