@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +144,10 @@ def interleaved(commands: Mapping[str, Sequence[str]], *, rounds: int, warmup: i
             if round_number >= warmup:
                 results[name].append(result)
     return results
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
 
 
 def median_wall(runs: Sequence[Run]) -> float:

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import measure
+import server
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -143,8 +144,8 @@ def fast_path_rows(ctx: Context) -> List[Row]:
     else:
         row.notes.append("imports none of " + ", ".join(FAST_PATH_FORBIDDEN))
     printenv_imports = {m.name for m in imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))}
-    row.notes.append("heaviest imports beyond printenv's: "
-                     + heaviest_imports([m for m in imported if m.name not in printenv_imports]))
+    row.notes.append("imports beyond printenv's: "
+                     + heaviest_packages([m for m in imported if m.name not in printenv_imports]))
     return [row]
 
 
@@ -170,12 +171,92 @@ def make_fake_kernel(root: str, *, module: str, version: str) -> None:
             handle.write(text)
 
 
+MIB = 1024 * 1024
+
+
+def download_rows(ctx: Context) -> List[Row]:
+    """The download row for each size, and the memory row comparing their peak RSS."""
+    for tool in ("curl", "sha256sum"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is needed for the download baseline (apt-get install {tool})")
+    sizes = {"8 MiB": (8 * MIB, 3 if ctx.quick else 7), "512 MiB": (512 * MIB, 1 if ctx.quick else 3)}
+    artifacts = {}
+    for label, (size, _) in sizes.items():
+        name = label.replace(" ", "").lower()
+        path = os.path.join(ctx.workdir, f"artifact-{name}")
+        artifacts[name] = (path, server.make_artifact(path, size))
+    rows, peaks = [], {}
+    with server.Repository(artifacts) as repo:
+        for label, (size, rounds) in sizes.items():
+            name = label.replace(" ", "").lower()
+            ours, baseline = _download_runs(ctx, repo, name, artifacts[name][1], rounds)
+            ours_wall, base_wall = measure.median(r.wall for r in ours), measure.median(baseline)
+            ratio = base_wall / ours_wall
+            peaks[label] = max(r.maxrss for r in ours)
+            rows.append(Row(
+                name=f"download {label}",
+                measured=f"{size / MIB / ours_wall:.0f} MiB/s ({_ms(ours_wall)})",
+                baseline=f"curl + sha256sum {size / MIB / base_wall:.0f} MiB/s ({_ms(base_wall)})",
+                ratio=f"{ratio:.2f}x",
+                target=">= 0.9x",
+                met=ratio >= 0.9,
+                notes=[f"median of {rounds} interleaved runs, fresh cache each time, --verify strict (sidecar)"],
+            ))
+        gets = repo.count("GET", "artifact")
+    downloads = 2 * sum(rounds + 1 for _, rounds in sizes.values())
+    rows[-1].notes.append(f"the server answered {gets} artifact GETs for {downloads} downloads (warm-ups included)")
+    floor = measure.interleaved({"import": [ctx.python, "-c", "import requests"]}, rounds=5, warmup=1, timeout=60,
+                                env=ctx.env, cwd=ctx.workdir)["import"]
+    rows[0].notes.append("start-up dominates: `python -c 'import requests'` alone takes "
+                         + _ms(measure.median_wall(floor)))
+    small, large = peaks["8 MiB"], peaks["512 MiB"]
+    rows.append(Row(
+        name="memory 512 MiB download",
+        measured=f"peak RSS {large / MIB:.1f} MiB",
+        baseline=f"8 MiB download {small / MIB:.1f} MiB",
+        ratio=f"{(large - small) / MIB:+.1f} MiB",
+        target="within 10 MiB",
+        met=abs(large - small) <= 10 * MIB,
+        notes=["the largest peak RSS of the loader's process over the runs of each size (wait4 ru_maxrss)"],
+    ))
+    return rows
+
+
+def _download_runs(ctx: Context, repo: server.Repository, name: str, digest: str,
+                   rounds: int) -> Tuple[List[measure.Run], List[float]]:
+    """`rounds` interleaved downloads of one artifact (after one warm-up each): the loader's runs, and the
+    baseline's wall times (curl, then sha256sum of what it wrote)."""
+    url = f"{repo.url}/{name}/8.0.0%2Bdriver/x86_64/falco_debian_6.1.0-13-amd64_1.ko"
+    ours: List[measure.Run] = []
+    baseline: List[float] = []
+    for round_number in range(rounds + 1):
+        cache = os.path.join(ctx.workdir, "download-cache")
+        argv = ctx.loader("download", *PRINTENV_ARGS[1:], "--repo", f"{repo.url}/{name}", "--cache-dir", cache,
+                          "--verify", "strict")
+        run = measure.run(argv, timeout=600, env=ctx.env, cwd=ctx.workdir)
+        shutil.rmtree(cache, ignore_errors=True)
+        if not run.ok:
+            raise RuntimeError(run.describe_failure())
+        target = os.path.join(ctx.workdir, "curl-output")
+        fetched = measure.run(["curl", "-sS", "--fail", "-o", target, url], timeout=600, cwd=ctx.workdir)
+        summed = measure.run(["sha256sum", target], timeout=600, cwd=ctx.workdir)
+        os.unlink(target)
+        if not (fetched.ok and summed.ok) or not summed.stdout.startswith(digest.encode()):
+            raise RuntimeError("the curl baseline failed: " + (fetched.describe_failure() if not fetched.ok
+                                                               else summed.describe_failure()))
+        if round_number > 0:
+            ours.append(run)
+            baseline.append(fetched.wall + summed.wall)
+    return ours, baseline
+
+
 # -- helpers ----------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Import:
     name: str
+    self_us: int
     cumulative_us: int
     depth: int  # 0: imported by the program itself
 
@@ -191,9 +272,9 @@ def imported_modules(ctx: Context, argv: Sequence[str], env: Optional[Dict[str, 
     for line in result.stderr.decode("utf-8", "replace").splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|")
+        own, cumulative, name = line[len("import time:"):].split("|")
         indent = len(name) - len(name.lstrip()) - 1
-        modules.append(Import(name.strip(), int(cumulative), indent // 2))
+        modules.append(Import(name.strip(), int(own), int(cumulative), indent // 2))
         if name.strip() in ("site", "runpy"):
             modules.clear()
     return modules
@@ -201,6 +282,16 @@ def imported_modules(ctx: Context, argv: Sequence[str], env: Optional[Dict[str, 
 
 def imports_package(modules: Sequence[Import], package: str) -> bool:
     return any(m.name == package or m.name.startswith(package + ".") for m in modules)
+
+
+def heaviest_packages(modules: Sequence[Import], count: int = 6) -> str:
+    """Import time summed per package (per module for the loader's own), heaviest first."""
+    totals: Dict[str, int] = {}
+    for m in modules:
+        key = m.name if m.name.startswith("driver_loader.") else m.name.split(".")[0]
+        totals[key] = totals.get(key, 0) + m.self_us
+    top = sorted(totals.items(), key=lambda item: -item[1])[:count]
+    return f"{sum(totals.values()) / 1000:.1f} ms in all: " + ", ".join(f"{k} {us / 1000:.1f} ms" for k, us in top)
 
 
 def heaviest_imports(modules: Sequence[Import], count: int = 6) -> str:
@@ -273,6 +364,7 @@ def print_table(rows: Sequence[Row]) -> None:
 ROWS: Dict[str, Callable[[Context], List[Row]]] = {
     "startup": startup_rows,
     "fastpath": fast_path_rows,
+    "download": download_rows,
 }
 
 
