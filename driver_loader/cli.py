@@ -50,7 +50,17 @@ class _LazyGroup(click.Group):
         return module.command
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+_EPILOG = """\b
+The legacy and image forms work too, and mean install unless they say otherwise:
+  falco-driver-loader [module|bpf|kmod|ebpf|modern_ebpf|auto] [--compile] [--download]
+                      [--clean] [--print-env] [--http-insecure] [--kernel-release X]
+  falco-driver-loader driver install|printenv|cleanup ...   (falcoctl's spelling)
+Exit codes: 0 ok, 1 runtime failure, 2 usage, 3 no driver, 4 verification failed,
+5 load failed, 6 host unsupported for the requested driver types."""
+
+
+@click.group(cls=_LazyGroup, epilog=_EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "-V", "--version", prog_name="falco-driver-loader")
 @_options.log_options
 def cli() -> None:
