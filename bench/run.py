@@ -250,6 +250,74 @@ def _download_runs(ctx: Context, repo: server.Repository, name: str, digest: str
     return ours, baseline
 
 
+FLEET_ARTIFACT_SIZE = 4 * MIB
+FLEET_SERVER_SLOTS = 8  # requests the fleet server serves at once; the rest wait in line, up to FLEET_QUEUE_WAIT
+FLEET_QUEUE_WAIT = 30.0  # seconds a request waits for a slot before it is answered 503
+
+
+def fleet_rows(ctx: Context) -> List[Row]:
+    processes = 50 if ctx.quick else 200
+    limit = 120.0 if ctx.quick else 300.0  # seconds before every process still running is killed
+    path = os.path.join(ctx.workdir, "artifact-fleet")
+    artifact = ("fleet", (path, server.make_artifact(path, FLEET_ARTIFACT_SIZE)))
+    rows = []
+    for shared in (False, True):
+        deck = server.FailureDeck(failures=2, deck=10, seed=20240601 + shared)
+        with server.Repository(dict([artifact]), failures=deck, max_concurrent=FLEET_SERVER_SLOTS,
+                               queue_timeout=FLEET_QUEUE_WAIT) as repo:
+            argvs = []
+            for index in range(processes):
+                cache = os.path.join(ctx.workdir, "fleet-shared" if shared else f"fleet-{index}")
+                argvs.append(ctx.loader("download", *PRINTENV_ARGS[1:], "--repo", f"{repo.url}/fleet",
+                                        "--cache-dir", cache, "--verify", "strict"))
+            started = time.monotonic()
+            runs = measure.run_all(argvs, timeout=limit, env=ctx.env, cwd=ctx.workdir)
+            elapsed = time.monotonic() - started
+        rows.append(_fleet_row(runs, repo, shared=shared, elapsed=elapsed, limit=limit))
+    return rows
+
+
+def _fleet_row(runs: Sequence[measure.Run], repo: server.Repository, *, shared: bool, elapsed: float,
+               limit: float) -> Row:
+    processes = len(runs)
+    ok = sum(1 for r in runs if r.ok)
+    walls = [r.wall for r in runs]
+    gets, bodies = repo.count("GET", "artifact"), repo.count("GET", "artifact", 200)
+    refused = sum(n for (_, _, status), n in repo.counts.items() if status == 503)
+    answered = sum(n for (method, _, _), n in repo.counts.items() if method != "-")
+    per_process = gets / processes
+    notes = [
+        f"{processes} processes started at once; the server (serving {FLEET_SERVER_SLOTS} requests at a time, "
+        f"2 in every 10 requests and any that waited {FLEET_QUEUE_WAIT:.0f} s for a slot answered 503 with "
+        f"Retry-After: 1) answered {answered} requests, {refused} of them 503, with at most {repo.busiest} in "
+        f"progress at once; {repo.count('GET', 'sidecar')} sidecar GETs; the last process ended after "
+        f"{elapsed:.1f} s",
+    ]
+    failures = [r.describe_failure() for r in runs if not r.ok]
+    killed = sum(1 for r in runs if r.timed_out)
+    if failures:
+        notes.append(f"{len(failures)} failed ({killed} killed after {limit:.0f} s), e.g. {failures[0]}")
+    if shared:
+        return Row(
+            name="fleet, shared cache",
+            measured=f"{ok}/{processes} ok, {gets} artifact GETs ({bodies} served whole)",
+            baseline="-",
+            ratio=f"p50 {measure.percentile(walls, 0.5):.2f} s, p99 {measure.percentile(walls, 0.99):.2f} s",
+            target="all ok; one artifact body served",
+            met=ok == processes and bodies == 1,
+            notes=notes + ["GETs answered 503 before the one that succeeded are counted in the artifact GETs"],
+        )
+    return Row(
+        name="fleet",
+        measured=f"{ok}/{processes} ok, {per_process:.2f} artifact GETs per process",
+        baseline="-",
+        ratio=f"p50 {measure.percentile(walls, 0.5):.2f} s, p99 {measure.percentile(walls, 0.99):.2f} s",
+        target="all ok; <= 1.3 GETs/process",
+        met=ok == processes and per_process <= 1.3,
+        notes=notes,
+    )
+
+
 # -- helpers ----------------------------------------------------------------------------------------------------------
 
 
@@ -365,6 +433,7 @@ ROWS: Dict[str, Callable[[Context], List[Row]]] = {
     "startup": startup_rows,
     "fastpath": fast_path_rows,
     "download": download_rows,
+    "fleet": fleet_rows,
 }
 
 

@@ -61,7 +61,8 @@ class Repository:
         self._busy = 0
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"repository": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), handler)
+        self.server.repository = self
         self.server.daemon_threads = True
         self.server.request_queue_size = 1024
         self._thread: Optional[threading.Thread] = None
@@ -105,6 +106,14 @@ class Repository:
     def leave(self) -> None:
         with self._lock:
             self._busy -= 1
+
+
+class _Server(ThreadingHTTPServer):
+    repository: Repository
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hangs up (a loader killed, or closing a kept-alive connection) is counted, not printed."""
+        self.repository.record("-", "connection", 0)
 
 
 class _Handler(BaseHTTPRequestHandler):
