@@ -6,7 +6,6 @@ import dataclasses
 import re
 from typing import Iterable, List, Optional
 
-from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 # A release driver tag: X.Y.Z with optional build metadata (`8.0.0+driver`). Anything else (a commit SHA, `dev`,
@@ -38,19 +37,12 @@ class CompatibleRange:
     default: str
     exact: bool
 
-    @property
-    def specifier(self) -> Optional[SpecifierSet]:
-        core = release_core(self.default)
-        if self.exact or core is None:
-            return None
-        return SpecifierSet(f">={core},<{core.major + 1}.0.0")
-
     def contains(self, version: str) -> bool:
-        spec = self.specifier
-        if spec is None:
+        floor = release_core(self.default)
+        if self.exact or floor is None:
             return version.strip() == self.default.strip()
         core = release_core(version)
-        return core is not None and spec.contains(core)
+        return core is not None and core.major == floor.major and core >= floor
 
     __contains__ = contains
 
