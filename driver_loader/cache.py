@@ -73,6 +73,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def lock_file_name(name: str) -> str:
+    """The artifact's lock file: hidden, beside it. Lock files stay (unlinking a lock file races with flock)."""
+    return f".{name}{LOCK_SUFFIX}"
+
+
 def _temp_name(name: str) -> str:
     return f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}"
 
@@ -106,7 +111,7 @@ class ArtifactCache:
                 yield
                 return
             with self._directory(path, create=True) as (dir_fd, name):
-                lock_fd = self._open(dir_fd, name + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT, path)
+                lock_fd = self._open(dir_fd, lock_file_name(name), os.O_RDWR | os.O_CREAT, path)
                 try:
                     try:
                         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -377,7 +382,7 @@ class ArtifactCache:
     @staticmethod
     def _lock_is_free(dir_fd: int, artifact: str) -> bool:
         try:
-            fd = os.open(artifact + LOCK_SUFFIX, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = os.open(lock_file_name(artifact), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         except FileNotFoundError:
             return True
         except OSError:

@@ -10,13 +10,13 @@ from download_helpers import sha256
 
 from driver_loader import cache as cache_module
 from driver_loader.cache import (
-    LOCK_SUFFIX,
     META_SUFFIX,
     TEMP_PREFIX,
     ArtifactCache,
     ArtifactTooLarge,
     IncompleteDownload,
     UnsafeCachePathError,
+    lock_file_name,
 )
 from driver_loader.errors import ExitCode, LoaderError, VerificationError
 
@@ -273,7 +273,7 @@ def test_temp_files_of_a_live_writer_are_kept(cache, root):
 
 def test_the_lock_is_an_flock_other_processes_see(cache, root):
     path = artifact(root)
-    lock_file = path + LOCK_SUFFIX
+    lock_file = os.path.join(os.path.dirname(path), lock_file_name(os.path.basename(path)))
     with cache.lock(path), open(lock_file) as other, pytest.raises(BlockingIOError):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     with open(lock_file) as other:
