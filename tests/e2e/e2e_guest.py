@@ -22,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
+from urllib.parse import unquote
 
 RESULT_PREFIX = "E2E-RESULT "
 GUEST_READY = "E2E-GUEST-READY"
@@ -147,8 +148,12 @@ class Guest:
         self.config = config
         self.release: str = config["kernel_release"]
         self.python: str = config["python"]
+        # Bytecode goes to a directory shared with the host (the checkout is read-only here), so only the first
+        # run pays for compiling under TCG.
         self.cli_env = dict(os.environ, PYTHONPATH=config["checkout"], HOME="/root",
+                            PYTHONPYCACHEPREFIX=config["pycache_prefix"],
                             PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        self.cli_env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.mirror: Optional[Mirror] = None
         self.artifacts: Dict[str, dict] = {}
 
@@ -218,7 +223,7 @@ class Guest:
             if command.exit != 0:
                 rec.check(f"printenv for {version} (names the mirror's files)", False, command.stderr.strip()[-500:])
                 return None
-            self.artifacts[version] = artifact_from_printenv(json.loads(command.stdout), version)
+            self.artifacts[version] = artifact_from_printenv(json.loads(command.stdout))
         return self.artifacts[version]
 
     def mirror_with(self, rec: Recorder, repo: str, entries: Dict[str, bytes],
@@ -237,15 +242,17 @@ class Guest:
         return Path(self.config["modules"][version]).read_bytes()
 
 
-def artifact_from_printenv(doc: dict, version: str) -> dict:
-    """The first candidate file name and its path below a repository, as our printenv reports them."""
-    from driver_loader.naming import artifact_url
-
-    filename = doc["candidates"][0]["filename"] if doc.get("candidates") else None
-    if filename is None:
+def artifact_from_printenv(doc: dict) -> dict:
+    """The first candidate as our printenv reports it: its file name, its cache path, and where it sits below a
+    repository on disk (the URL path with its %-escapes decoded, as a web server maps it)."""
+    if not doc.get("candidates"):
         raise KeyError(f"printenv reported no candidate artifact: {doc}")
-    return {"filename": filename, "path": artifact_url("", version, doc["arch"], filename).lstrip("/"),
-            "cache_path": doc["candidates"][0]["cache_path"]}
+    candidate, repo = doc["candidates"][0], doc["repos"][0].rstrip("/")
+    url = candidate["urls"][0]
+    if not url.startswith(repo + "/"):
+        raise ValueError(f"candidate URL {url} is not below repository {repo}")
+    return {"filename": candidate["filename"], "path": unquote(url[len(repo) + 1:]),
+            "cache_path": candidate["cache_path"]}
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -259,8 +266,16 @@ def expect_version(rec: Recorder, guest: Guest, version: Optional[str], what: st
     return rec.check(label, got == version, f"got {got}")
 
 
+def cached_artifacts(filename: str = "") -> List[str]:
+    """Cache files of an artifact (or of any): the file itself, its metadata and temp files. The per-artifact
+    lock files stay by design (removing a lock file another loader may hold is racy)."""
+    from driver_loader.cache import LOCK_SUFFIX
+
+    return [f for f in Guest.cached_files() if filename in Path(f).name and not f.endswith(LOCK_SUFFIX)]
+
+
 def expect_nothing_cached(rec: Recorder, filename: str) -> bool:
-    kept = [f for f in Guest.cached_files() if Path(f).name.startswith(filename)]
+    kept = cached_artifacts(filename)
     return rec.check("nothing kept in the cache", not kept, ", ".join(kept))
 
 
@@ -398,21 +413,37 @@ def _refused_module(guest: Guest, rec: Recorder, repo_name: str, data: bytes) ->
     expect_nothing_cached(rec, guest.artifacts["8.0.0+driver"]["filename"])
 
 
+def _variant(guest: Guest, name: str) -> bytes:
+    return Path(guest.config["variants"][name]).read_bytes()
+
+
 def scenario_wrong_vermagic_flags(guest: Guest, rec: Recorder) -> None:
-    _refused_module(guest, rec, "wrong-vermagic-flags", Path(guest.config["broken"]["vermagic-flags"]).read_bytes())
+    _refused_module(guest, rec, "wrong-vermagic-flags", _variant(guest, "vermagic-flags"))
 
 
-def scenario_wrong_vermagic_release(guest: Guest, rec: Recorder) -> None:
-    _refused_module(guest, rec, "wrong-vermagic-release",
-                    Path(guest.config["broken"]["vermagic-release"]).read_bytes())
+def scenario_built_for_other_kernel(guest: Guest, rec: Recorder) -> None:
+    _refused_module(guest, rec, "other-kernel-abi", _variant(guest, "other-release-abi"))
 
 
 def scenario_truncated_module(guest: Guest, rec: Recorder) -> None:
-    _refused_module(guest, rec, "truncated", Path(guest.config["broken"]["truncated"]).read_bytes())
+    _refused_module(guest, rec, "truncated", _variant(guest, "truncated"))
 
 
 def scenario_wrong_module_name(guest: Guest, rec: Recorder) -> None:
     _refused_module(guest, rec, "wrong-name", Path(guest.config["scap_module"]).read_bytes())
+
+
+def scenario_other_release_matching_crcs(guest: Guest, rec: Recorder) -> None:
+    """The kernel's own rule: with modversions, a module whose vermagic names another release loads when every
+    symbol CRC matches, so the loader must not refuse it either."""
+    guest.fresh_state(rec)
+    repo = guest.mirror_with(rec, "other-release", {"8.0.0+driver": _variant(guest, "other-release")})
+    if repo is None:
+        return
+    command = guest.cli(rec, "install", "--type", "kmod", "--repo", repo, "--driver-version", "8.0.0+driver",
+                        "--no-compile")
+    expect_exit(rec, command, 0)
+    expect_version(rec, guest, "8.0.0+driver")
 
 
 def scenario_out_of_range(guest: Guest, rec: Recorder) -> None:
@@ -472,23 +503,25 @@ def scenario_cleanup(guest: Guest, rec: Recorder) -> None:
         added = rec.run(["dkms", "add", "-m", "falco", "-v", "8.1.0+driver"], setup=True)
         if not rec.check("setup: falco 8.1.0+driver registered in DKMS", added.exit == 0, added.stderr):
             return
-    if not guest.cached_files():
-        artifact = guest.artifact(rec, "8.1.0+driver")
-        if artifact is None:
+    if not cached_artifacts():
+        repo = guest.mirror_with(rec, "good", {"8.1.0+driver": guest.module_bytes("8.1.0+driver")})
+        if repo is None:
             return
-        Path(artifact["cache_path"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(guest.config["modules"]["8.1.0+driver"], artifact["cache_path"])
+        fetched = guest.cli(rec, "download", "--type", "kmod", "--repo", repo, "--driver-version", "8.1.0+driver")
+        if not rec.check("setup: the download command filled the cache", bool(cached_artifacts()),
+                         f"exit {fetched.exit}"):
+            return
     config_file = CONFIG_D / "engine-kind-falcoctl.yaml"
     if not config_file.exists():
         CONFIG_D.mkdir(parents=True, exist_ok=True)
         config_file.write_text("engine:\n    kind: kmod\n")
-    before = guest.cached_files()
-    command = guest.cli(rec, "cleanup", "--type", "kmod", timeout=600)
+    before = cached_artifacts()
+    command = guest.cli(rec, "cleanup", "--type", "kmod", "--cache", timeout=600)
     expect_exit(rec, command, 0)
     expect_version(rec, guest, None, "the module is unloaded")
     status = guest.dkms_status()
     rec.check("DKMS no longer knows falco", not status, status)
-    left = guest.cached_files()
+    left = cached_artifacts()
     rec.check("the cache entries are removed", not left, f"before: {before}; left: {left}")
     rec.check(f"{config_file} is removed", not config_file.exists())
 
@@ -520,9 +553,10 @@ SCENARIOS: Dict[str, Callable[[Guest, Recorder], None]] = {
     "upgrade": scenario_upgrade,
     "bad_checksum": scenario_bad_checksum,
     "wrong_vermagic_flags": scenario_wrong_vermagic_flags,
-    "wrong_vermagic_release": scenario_wrong_vermagic_release,
+    "built_for_other_kernel": scenario_built_for_other_kernel,
     "truncated_module": scenario_truncated_module,
     "wrong_module_name": scenario_wrong_module_name,
+    "other_release_matching_crcs": scenario_other_release_matching_crcs,
     "out_of_range": scenario_out_of_range,
     "in_use": scenario_in_use,
     "build_fallback": scenario_build_fallback,

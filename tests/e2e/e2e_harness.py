@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -90,7 +91,7 @@ class DriverSet:
     """Everything the guest needs, as paths the guest also sees (the host / is its root)."""
 
     modules: Dict[str, Path]
-    broken: Dict[str, Path]
+    variants: Dict[str, Path]
     scap_module: Path
     sources: Dict[str, Path]
 
@@ -286,12 +287,29 @@ def _shifted_release(release: str) -> str:
     return re.sub(r"\d", lambda m: str((int(m.group()) + 1) % 10), head) + dash + flavour
 
 
-def broken_variants(module: bytes, release: str) -> Dict[str, bytes]:
-    """Modules our loader must refuse before finit_module, built from a good one for `release`.
+def flip_crc(module: bytes, symbol: str) -> bytes:
+    """Invert the CRC the module records for `symbol` in `__versions` (64-byte records: CRC, then the name)."""
+    from elftools.elf.elffile import ELFFile
+
+    section = ELFFile(io.BytesIO(module)).get_section_by_name("__versions")
+    if section is None:
+        raise E2ESetupError("the module has no __versions section")
+    data = section.data()
+    for offset in range(0, len(data), 64):
+        if data[offset + 8:offset + 64].split(b"\0", 1)[0] == symbol.encode():
+            at = section["sh_offset"] + offset
+            return module[:at] + bytes(b ^ 0xFF for b in module[at:at + 4]) + module[at + 4:]
+    raise E2ESetupError(f"the module records no CRC for {symbol}")
+
+
+def module_variants(module: bytes, release: str) -> Dict[str, bytes]:
+    """Altered copies of a good module built for `release`.
 
     vermagic-flags: the flags upper-cased (the kernel refuses it with "version magic ... should be ...").
-    vermagic-release: another release, same flags (the kernel, with modversions, would load it).
-    truncated: the first 4 KiB (the kernel refuses it with "Invalid ELF section header overflow").
+    other-release: vermagic names another release; the CRCs still match, so the kernel (modversions) loads it.
+    other-release-abi: that, with module_layout's CRC changed, as a build for another kernel's ABI (the kernel
+    refuses it with "disagrees about version of symbol module_layout").
+    truncated: the first 4 KiB at most (the kernel refuses it with "Invalid ELF section header overflow").
     """
     marker = f"vermagic={release} ".encode()
     start = module.find(marker)
@@ -300,10 +318,12 @@ def broken_variants(module: bytes, release: str) -> Dict[str, bytes]:
     flags_start = start + len(marker)
     flags_end = module.index(b"\0", flags_start)
     flags = module[flags_start:flags_end]
+    other_release = module.replace(marker, f"vermagic={_shifted_release(release)} ".encode(), 1)
     variants = {
         "vermagic-flags": module[:flags_start] + flags.upper() + module[flags_end:],
-        "vermagic-release": module.replace(marker, f"vermagic={_shifted_release(release)} ".encode(), 1),
-        "truncated": module[:4096],
+        "other-release": other_release,
+        "other-release-abi": flip_crc(other_release, "module_layout"),
+        "truncated": module[:min(4096, len(module) // 2)],
     }
     for name, data in variants.items():
         if data == module:
@@ -333,15 +353,15 @@ def build_test_drivers(work: Path, kernel: Kernel) -> DriverSet:
     root = work / "drivers" / kernel.release / key
     driver_set = DriverSet(
         modules={d.version: root / f"falco-{d.version}.ko" for d in TEST_DRIVERS},
-        broken={name: root / f"falco-8.0.0+driver.{name}.ko"
-                for name in ("vermagic-flags", "vermagic-release", "truncated")},
+        variants={name: root / f"falco-8.0.0+driver.{name}.ko"
+                  for name in ("vermagic-flags", "other-release", "other-release-abi", "truncated")},
         scap_module=root / "scap.ko",
         sources={d.version: root / "src" / d.dkms_name for d in TEST_DRIVERS},
     )
     if (root / "complete").exists():
         return driver_set
     say(f"building test drivers for {kernel.release} from {scap_src} into {root}")
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(work / "drivers", ignore_errors=True)  # one set of builds is enough; the key says which
     root.mkdir(parents=True)
     for driver in TEST_DRIVERS:
         write_driver_sources(scap_src, driver_set.sources[driver.version], driver)
@@ -356,8 +376,8 @@ def build_test_drivers(work: Path, kernel: Kernel) -> DriverSet:
     good = driver_set.modules["8.0.0+driver"]
     if not _modinfo(good, "vermagic").startswith(kernel.release + " "):
         raise E2ESetupError(f"{good.name} was not built for {kernel.release}")
-    for name, data in broken_variants(good.read_bytes(), kernel.release).items():
-        driver_set.broken[name].write_bytes(data)
+    for name, data in module_variants(good.read_bytes(), kernel.release).items():
+        driver_set.variants[name].write_bytes(data)
     (root / "complete").write_text(key + "\n")
     return driver_set
 
@@ -394,16 +414,17 @@ def parse_results(text: str) -> Dict[str, ScenarioResult]:
     return results
 
 
-def guest_config(kernel: Kernel, drivers: DriverSet) -> dict:
+def guest_config(kernel: Kernel, drivers: DriverSet, pycache: Path) -> dict:
     return {
         "checkout": str(CHECKOUT),
         "python": sys.executable,
         "kernel_release": kernel.release,
         "modules": {version: str(path) for version, path in drivers.modules.items()},
-        "broken": {name: str(path) for name, path in drivers.broken.items()},
+        "variants": {name: str(path) for name, path in drivers.variants.items()},
         "scap_module": str(drivers.scap_module),
         "sources": {version: str(path) for version, path in drivers.sources.items()},
         "installed_sources_version": INSTALLED_SOURCES_VERSION,
+        "pycache_prefix": str(pycache),
     }
 
 
@@ -412,14 +433,17 @@ def boot_guest(work: Path, kernel: Kernel, drivers: DriverSet, scenarios: Sequen
     """One VM: boot, run the scenarios in order, power off. Retries with TCG when a KVM boot yields nothing."""
     vng_bin = ensure_virtme_ng(work)
     config_path = work / "guest-config.json"
-    config_path.write_text(json.dumps(guest_config(kernel, drivers), indent=2))
+    # Bytecode the guest compiles is kept on the host: compiling every module again costs a minute under TCG.
+    pycache = work / "guest-pycache"
+    pycache.mkdir(exist_ok=True)
+    config_path.write_text(json.dumps(guest_config(kernel, drivers, pycache), indent=2))
     command = " ".join([sys.executable, str(GUEST_SCRIPT), str(config_path), *scenarios])
     run: Optional[GuestRun] = None
     for accel in choose_accels():
         log_path = work / f"guest-{accel}.log"
         argv = [str(vng_bin / "vng"), "--run", str(kernel.vmlinuz), "--memory", "2G", "--cpus", "2",
                 # /root holds the loader's cache (~/.falco); the overlay makes it writable in the guest only.
-                "--overlay-rwdir", "/root", "--exec", command]
+                "--overlay-rwdir", "/root", "--rwdir", str(pycache), "--exec", command]
         if accel == "tcg":
             argv.insert(1, "--disable-kvm")
         say(f"booting {kernel.vmlinuz} with virtme-ng ({accel}); guest log: {log_path}")

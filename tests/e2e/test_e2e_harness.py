@@ -6,6 +6,7 @@ import json
 
 import e2e_harness as harness
 import pytest
+from elf_fixtures import DEFAULT_CRCS, make_kmod
 
 MAKEFILE = """\
 scap-y += main.o dynamic_params_table.o fillers_table.o
@@ -81,22 +82,35 @@ def test_a_changed_source_layout_fails_loudly():
                                      harness.TEST_DRIVERS[0])
 
 
-def _module(vermagic: str) -> bytes:
-    return b"\x7fELF" + b"\0" * 5000 + f"name=falco\0vermagic={vermagic}\0srcversion=ABC\0".encode() + b"\0" * 100
+def _crcs(module: bytes) -> dict:
+    from driver_loader.elf import inspect_artifact
+
+    return inspect_artifact(module).symbol_crcs
 
 
-def test_broken_variants_change_exactly_what_they_claim():
-    good = _module(f"{RELEASE} SMP preempt mod_unload modversions ")
-    variants = harness.broken_variants(good, RELEASE)
+def test_module_variants_change_exactly_what_they_claim(tmp_path):
+    good = make_kmod(tmp_path, vermagic=f"{RELEASE} SMP preempt mod_unload modversions ").read_bytes()
+    variants = harness.module_variants(good, RELEASE)
     assert f"vermagic={RELEASE} SMP PREEMPT MOD_UNLOAD MODVERSIONS \0".encode() in variants["vermagic-flags"]
-    assert b"vermagic=7.2.1-67-amd64 SMP preempt mod_unload modversions \0" in variants["vermagic-release"]
-    assert variants["truncated"] == good[:4096]
-    assert all(len(variants[name]) == len(good) for name in ("vermagic-flags", "vermagic-release"))
+    assert b"vermagic=7.2.1-67-amd64 SMP preempt mod_unload modversions \0" in variants["other-release"]
+    assert _crcs(variants["other-release"]) == _crcs(good)
+    changed = {name: crc for name, crc in _crcs(variants["other-release-abi"]).items() if _crcs(good)[name] != crc}
+    assert changed == {"module_layout": DEFAULT_CRCS["module_layout"] ^ 0xFFFFFFFF}
+    assert b"vermagic=7.2.1-67-amd64 " in variants["other-release-abi"]
+    assert good.startswith(variants["truncated"]) and 0 < len(variants["truncated"]) < len(good)
+    assert all(len(data) == len(good) for name, data in variants.items() if name != "truncated")
 
 
-def test_broken_variants_need_the_module_to_be_built_for_the_release():
+def test_module_variants_need_the_module_to_be_built_for_the_release(tmp_path):
+    module = make_kmod(tmp_path, vermagic="6.1.0-55-amd64 SMP preempt ").read_bytes()
     with pytest.raises(harness.E2ESetupError, match="vermagic"):
-        harness.broken_variants(_module("6.1.0-55-amd64 SMP preempt "), RELEASE)
+        harness.module_variants(module, RELEASE)
+
+
+def test_a_crc_can_only_be_flipped_for_an_imported_symbol(tmp_path):
+    module = make_kmod(tmp_path, crcs={"printk": 1}).read_bytes()
+    with pytest.raises(harness.E2ESetupError, match="module_layout"):
+        harness.flip_crc(module, "module_layout")
 
 
 @pytest.mark.parametrize(
