@@ -89,6 +89,10 @@ def run(argv: Sequence[str], *, timeout: float, env: Optional[Mapping[str, str]]
     try:
         _, status, rusage = os.wait4(spawned.pid, 0)
         ended = time.perf_counter()
+    except BaseException:  # interrupted: leave nothing running behind
+        spawned.kill()
+        os.wait4(spawned.pid, 0)
+        raise
     finally:
         watchdog.cancel()
     return spawned.finish(status, rusage, ended)
@@ -121,12 +125,19 @@ def run_all(argvs: Sequence[Sequence[str]], *, timeout: float, env: Optional[Map
     watchdog = threading.Thread(target=kill_stragglers, daemon=True)
     watchdog.start()
     runs: Dict[int, Run] = {}
-    while pending:
-        pid, status, rusage = os.wait4(-1, 0)
-        ended = time.perf_counter()
-        if pid in pending:
-            pending.discard(pid)
-            runs[pid] = spawned[pid].finish(status, rusage, ended)
+    try:
+        while pending:
+            pid, status, rusage = os.wait4(-1, 0)
+            ended = time.perf_counter()
+            if pid in pending:
+                pending.discard(pid)
+                runs[pid] = spawned[pid].finish(status, rusage, ended)
+    except BaseException:  # interrupted: leave nothing running behind
+        for pid in pending:
+            spawned[pid].kill()
+        for pid in pending:
+            os.wait4(pid, 0)
+        raise
     watchdog.join()
     return [runs[pid] for pid in order]
 

@@ -32,7 +32,7 @@ PRINTENV_ARGS = ("printenv", "--type", "kmod", "--driver-version", "8.0.0+driver
                  "6.1.0-13-amd64", "--kernel-version", "#1", "--host-root", "/")
 
 # Modules printenv must never import: the download, ELF and logging layers.
-HEAVY_MODULES = ("requests", "urllib3", "elftools", "structlog")
+PRINTENV_FORBIDDEN = ("requests", "urllib3", "elftools", "structlog")
 
 # ... and the already-loaded fast path must not touch the network or parse ELF files either.
 FAST_PATH_FORBIDDEN = ("requests", "urllib3", "elftools", "driver_loader.fetch", "driver_loader.http",
@@ -98,13 +98,13 @@ def startup_rows(ctx: Context) -> List[Row]:
         )
         rows.append(row)
     imported = imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))
-    heavy = [m for m in HEAVY_MODULES if imports_package(imported, m)]
+    heavy = [m for m in PRINTENV_FORBIDDEN if imports_package(imported, m)]
     rows[-1].notes.append(f"median of {rounds} interleaved runs")
     if heavy:
         rows[-1].met = False
         rows[-1].notes.append("printenv imports " + ", ".join(heavy))
     else:
-        rows[-1].notes.append("imports none of " + ", ".join(HEAVY_MODULES))
+        rows[-1].notes.append("imports none of " + ", ".join(PRINTENV_FORBIDDEN))
     rows[-1].notes.append("heaviest imports (cumulative, as imported by the program): "
                           + heaviest_imports(imported))
     return rows
@@ -238,8 +238,8 @@ def _download_runs(ctx: Context, repo: server.Repository, name: str, digest: str
         if not run.ok:
             raise RuntimeError(run.describe_failure())
         target = os.path.join(ctx.workdir, "curl-output")
-        fetched = measure.run(["curl", "-sS", "--fail", "-o", target, url], timeout=600, cwd=ctx.workdir)
-        summed = measure.run(["sha256sum", target], timeout=600, cwd=ctx.workdir)
+        fetched = measure.run(["curl", "-sS", "--fail", "-o", target, url], timeout=600, env=ctx.env, cwd=ctx.workdir)
+        summed = measure.run(["sha256sum", target], timeout=600, env=ctx.env, cwd=ctx.workdir)
         os.unlink(target)
         if not (fetched.ok and summed.ok) or not summed.stdout.startswith(digest.encode()):
             raise RuntimeError("the curl baseline failed: " + (fetched.describe_failure() if not fetched.ok
@@ -459,7 +459,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in wanted:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             row_started = time.monotonic()
-            rows += ROWS[name](ctx)
+            try:
+                rows += ROWS[name](ctx)
+            except (RuntimeError, OSError) as error:  # one broken row must not hide the others
+                rows.append(Row(name=name, measured="error", baseline="-", ratio="-", target="-", met=False,
+                                notes=[str(error)]))
             print(f"  {name} took {time.monotonic() - row_started:.1f} s", file=sys.stderr, flush=True)
     print_table(rows)
     print(f"\n(bench took {time.monotonic() - started:.0f} s; load average at the end "
