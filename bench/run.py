@@ -119,9 +119,8 @@ def fast_path_rows(ctx: Context) -> List[Row]:
                     # a port nothing listens on: if the fast path touched the network, it would fail
                     "--repo", "http://127.0.0.1:9/unreachable", "--http-retries", "0", "--http-timeout", "2"]
     install = [ctx.python, os.path.join(BENCH, "install_with_fake_kernel.py"), kernel_root, *install_args]
-    env = {**ctx.env, "PYTHONPATH": REPO}
     runs = measure.interleaved({"printenv": ctx.loader(*PRINTENV_ARGS), "install": install},
-                               rounds=rounds, warmup=2, timeout=60, env=env, cwd=REPO)
+                               rounds=rounds, warmup=2, timeout=60, env=ctx.env, cwd=REPO)
     last = runs["install"][-1]
     if "already loaded" not in last.stderr.decode("utf-8", "replace"):
         raise RuntimeError("install did not take the fast path: " + last.stderr.decode("utf-8", "replace")[-500:])
@@ -136,7 +135,7 @@ def fast_path_rows(ctx: Context) -> List[Row]:
         met=ratio < 1.5,
         notes=[f"median of {rounds} interleaved runs; module falco 8.0.0+driver loaded in a fake /sys"],
     )
-    imported = imported_modules(ctx, install, env=env)
+    imported = imported_modules(ctx, install)
     heavy = [m for m in FAST_PATH_FORBIDDEN if imports_package(imported, m)]
     if heavy:
         row.met = False
@@ -329,11 +328,11 @@ class Import:
     depth: int  # 0: imported by the program itself
 
 
-def imported_modules(ctx: Context, argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> List[Import]:
+def imported_modules(ctx: Context, argv: Sequence[str]) -> List[Import]:
     """Every module `argv` (a `python -m ...` command) imports, from -X importtime. The interpreter's own
     start-up (site, encodings, runpy) is left out: the Python baseline pays it too."""
     traced = [argv[0], "-X", "importtime", *argv[1:]]
-    result = measure.run(traced, timeout=60, env=env or ctx.env, cwd=REPO)
+    result = measure.run(traced, timeout=60, env=ctx.env, cwd=REPO)
     if not result.ok:
         raise RuntimeError(result.describe_failure())
     modules: List[Import] = []
@@ -379,6 +378,7 @@ def loader_env(workdir: str) -> Dict[str, str]:
            if not k.startswith(LOADER_ENV_PREFIXES) and k != "PYTHONDONTWRITEBYTECODE"}
     env["HOME"] = os.path.join(workdir, "home")
     env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
+    env["PYTHONPATH"] = REPO  # this checkout's loader, whatever the working directory and whatever is installed
     env["NO_COLOR"] = "1"
     os.makedirs(env["HOME"])
     return env
