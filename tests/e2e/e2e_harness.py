@@ -482,15 +482,26 @@ def demo() -> int:
     except E2EUnavailable as exc:
         say(f"cannot run the demo here: {exc}")
         return 2
-    say(f"kernel {kernel.release}; test drivers: {', '.join(sorted(drivers.modules))}")
     run = boot_guest(work, kernel, drivers, ["download_verify_load"])
     result = run.results.get("download_verify_load")
     if result is None:
         say(f"the guest printed no result; last lines of {run.log_path}:\n{run.log_tail()}")
         return 1
-    print(result.report())
-    print(f"\nDebian kernel {kernel.release} in QEMU ({run.accel}); the guest's mirror was served on its own "
-          f"127.0.0.1 only. Full guest log: {run.log_path}")
+    print(f"\n=== falco-driver-loader on Debian's kernel {kernel.release}, booted in QEMU ({run.accel}) ===")
+    print(f"The guest serves a driver mirror on its own 127.0.0.1 (it has no network device): falco modules built\n"
+          f"from Debian's {SCAP_PACKAGE} sources, each with a .sha256 sidecar, named by the loader's printenv.")
+    for command in result.commands:
+        argv = command["argv"]
+        shown = ["falco-driver-loader", *argv[3:]] if argv[1:3] == ["-m", "driver_loader"] else argv
+        print(f"\n$ {' '.join(shown)}")
+        for stream in ("stderr", "stdout"):
+            if command.get(stream, "").strip():
+                print(command[stream].rstrip())
+        print(f"(exit status {command['exit']})")
+    print("\nChecked in the guest afterwards:")
+    for check in result.checks:
+        print(f"  [{'ok' if check['ok'] else 'FAIL'}] {check['what']}")
+    print(f"\n{'PASS' if result.ok else 'FAIL'}. Full guest log: {run.log_path}")
     return 0 if result.ok else 1
 
 
