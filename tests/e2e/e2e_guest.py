@@ -144,17 +144,17 @@ class Mirror:
 
 
 class Guest:
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, mirror: Mirror):
         self.config = config
+        self.mirror = mirror
         self.release: str = config["kernel_release"]
         self.python: str = config["python"]
         # Bytecode goes to a directory shared with the host (the checkout is read-only here), so only the first
-        # run pays for compiling under TCG.
+        # run pays for compiling under TCG; the host's environment may have turned bytecode writing off.
         self.cli_env = dict(os.environ, PYTHONPATH=config["checkout"], HOME="/root",
                             PYTHONPYCACHEPREFIX=config["pycache_prefix"],
                             PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         self.cli_env.pop("PYTHONDONTWRITEBYTECODE", None)
-        self.mirror: Optional[Mirror] = None
         self.artifacts: Dict[str, dict] = {}
 
     # ------------------------------------------------------------------ observations
@@ -229,7 +229,6 @@ class Guest:
     def mirror_with(self, rec: Recorder, repo: str, entries: Dict[str, bytes],
                     sidecars: Optional[Dict[str, str]] = None) -> Optional[str]:
         """A repository holding `entries` (driver version -> module bytes); returns its URL."""
-        assert self.mirror is not None
         url = self.mirror.repo(repo)
         for version, data in entries.items():
             artifact = self.artifact(rec, version)
@@ -304,7 +303,6 @@ def scenario_smoke_kmod(guest: Guest, rec: Recorder) -> None:
 def scenario_smoke_loopback_http(guest: Guest, rec: Recorder) -> None:
     import urllib.request
 
-    assert guest.mirror is not None
     (MIRROR_ROOT / "hello.txt").write_text("hello from the guest\n")
     body = urllib.request.urlopen(f"{guest.mirror.base}/hello.txt", timeout=30).read().decode()
     rec.check(f"GET {guest.mirror.base}/hello.txt over the guest's loopback", body == "hello from the guest\n", body)
@@ -329,7 +327,6 @@ def _install_good(guest: Guest, rec: Recorder, version: str, *extra: str) -> Opt
 def scenario_download_verify_load(guest: Guest, rec: Recorder) -> None:
     """Scenario 1: the main job. Download from the mirror, verify against the sidecar, load."""
     guest.fresh_state(rec)
-    assert guest.mirror is not None
     mark = guest.mirror.mark()
     command = _install_good(guest, rec, "8.0.0+driver")
     if command is None:
@@ -352,7 +349,6 @@ def scenario_rerun_is_noop(guest: Guest, rec: Recorder) -> None:
     """Scenario 2: the right driver is already loaded, so nothing is downloaded and nothing changes."""
     if not guest.ensure_loaded(rec, "8.0.0+driver"):
         return
-    assert guest.mirror is not None
     loads_before = sum("driver loading" in line for line in guest.dmesg())
     mark = guest.mirror.mark()
     command = _install_good(guest, rec, "8.0.0+driver")
@@ -449,7 +445,6 @@ def scenario_other_release_matching_crcs(guest: Guest, rec: Recorder) -> None:
 def scenario_out_of_range(guest: Guest, rec: Recorder) -> None:
     """Scenario 6: only 9.0.0+driver on the mirror; the default 8.1.0 accepts >=8.1.0,<9.0.0."""
     guest.fresh_state(rec)
-    assert guest.mirror is not None
     repo = guest.mirror_with(rec, "out-of-range", {"9.0.0+driver": guest.module_bytes("9.0.0+driver")})
     if repo is None:
         return
@@ -486,7 +481,6 @@ def scenario_in_use(guest: Guest, rec: Recorder) -> None:
 def scenario_build_fallback(guest: Guest, rec: Recorder) -> None:
     """Scenario 8: nothing on the mirror; DKMS builds /usr/src/falco-8.1.0+driver inside the guest."""
     guest.fresh_state(rec)
-    assert guest.mirror is not None
     repo = guest.mirror.repo("empty")
     command = guest.cli(rec, "install", "--type", "kmod", "--repo", repo, "--compile", timeout=1200)
     expect_exit(rec, command, 0)
@@ -569,7 +563,6 @@ def prepare_guest(config: dict) -> Guest:
     """Kernel messages off the console (they would split result lines); the guest's overlays then look like a
     node with Falco installed: its falco.yaml and driver sources, and no loader state the host happens to have."""
     subprocess.run(["dmesg", "-n", "1"], check=False)
-    guest = Guest(config)
     for leftover in [*Path("/usr/src").glob("falco-*"), Path("/etc/falcoctl"), FALCO_CONFIG_DIR]:
         shutil.rmtree(leftover, ignore_errors=True)
     FALCO_CONFIG_DIR.mkdir(parents=True)
@@ -577,15 +570,13 @@ def prepare_guest(config: dict) -> Guest:
     version = config["installed_sources_version"]
     shutil.copytree(config["sources"][version], f"/usr/src/falco-{version}")
     sys.path.insert(0, config["checkout"])
-    guest.mirror = Mirror()
-    return guest
+    return Guest(config, Mirror())
 
 
 def main(argv: Sequence[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     guest = prepare_guest(config)
-    print(f"{GUEST_READY} kernel={os.uname().release} mirror={guest.mirror.base if guest.mirror else None}",
-          flush=True)
+    print(f"{GUEST_READY} kernel={os.uname().release} mirror={guest.mirror.base}", flush=True)
     failed = 0
     for name in argv[1:]:
         rec = Recorder(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import e2e_guest
 import e2e_harness as harness
 import pytest
 from elf_fixtures import DEFAULT_CRCS, make_kmod
@@ -148,3 +149,24 @@ def test_a_non_root_user_is_told_why_the_suite_cannot_run(monkeypatch):
     monkeypatch.setattr(harness.os, "geteuid", lambda: 1000)
     with pytest.raises(harness.E2EUnavailable, match="needs root"):
         harness.require_host()
+
+
+def test_mirror_paths_come_from_printenv_urls_decoded_as_a_web_server_maps_them():
+    doc = {
+        "repos": ["http://127.0.0.1:8000/good/"],
+        "candidates": [{
+            "filename": "falco_debian_6.1.192-2-amd64_1.ko",
+            "cache_path": "/root/.falco/8.0.0+driver/x86_64/falco_debian_6.1.192-2-amd64_1.ko",
+            "urls": ["http://127.0.0.1:8000/good/8.0.0%2Bdriver/x86_64/falco_debian_6.1.192-2-amd64_1.ko"],
+        }],
+    }
+    assert e2e_guest.artifact_from_printenv(doc) == {
+        "filename": "falco_debian_6.1.192-2-amd64_1.ko",
+        "path": "8.0.0+driver/x86_64/falco_debian_6.1.192-2-amd64_1.ko",
+        "cache_path": "/root/.falco/8.0.0+driver/x86_64/falco_debian_6.1.192-2-amd64_1.ko",
+    }
+
+
+def test_printenv_without_candidates_cannot_name_the_mirror_files():
+    with pytest.raises(KeyError, match="no candidate"):
+        e2e_guest.artifact_from_printenv({"repos": ["http://127.0.0.1:8000/good"], "candidates": []})
