@@ -64,6 +64,7 @@ class Context:
     quick: bool
     workdir: str
     env: Dict[str, str]
+    zipapp: Optional[str] = None
 
     def loader(self, *args: str) -> List[str]:
         return [self.python, "-m", "driver_loader", *args]
@@ -74,14 +75,14 @@ class Context:
 
 def startup_rows(ctx: Context) -> List[Row]:
     rounds = 7 if ctx.quick else 21
-    runs = measure.interleaved(
-        {
-            "python": [ctx.python, "-c", "pass"],
-            "version": ctx.loader("--version"),
-            "printenv": ctx.loader(*PRINTENV_ARGS),
-        },
-        rounds=rounds, warmup=2, timeout=60, env=ctx.env, cwd=REPO,
-    )
+    commands = {
+        "python": [ctx.python, "-c", "pass"],
+        "version": ctx.loader("--version"),
+        "printenv": ctx.loader(*PRINTENV_ARGS),
+    }
+    if ctx.zipapp:
+        commands["zipapp"] = [ctx.python, ctx.zipapp, *PRINTENV_ARGS]
+    runs = measure.interleaved(commands, rounds=rounds, warmup=2, timeout=60, env=ctx.env, cwd=REPO)
     bare = measure.median_wall(runs["python"])
     bare_cpu = measure.median_cpu(runs["python"])
     rows = []
@@ -97,16 +98,28 @@ def startup_rows(ctx: Context) -> List[Row]:
             met=ratio <= 4.0 if name == "printenv" else None,
         )
         rows.append(row)
+    if ctx.zipapp:
+        wall = measure.median_wall(runs["zipapp"])
+        rows.append(Row(
+            name="startup printenv, zipapp",
+            measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs['zipapp']))})",
+            baseline=f"python -c pass {_ms(bare)} (cpu {_ms(bare_cpu)})",
+            ratio=f"{wall / bare:.2f}x",
+            target="-",
+            met=None,
+            notes=[f"{ctx.zipapp}: modules imported from a zip file are compiled on every run"],
+        ))
+    printenv_row = rows[1]
     imported = imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))
     heavy = [m for m in PRINTENV_FORBIDDEN if imports_package(imported, m)]
-    rows[-1].notes.append(f"median of {rounds} interleaved runs")
+    printenv_row.notes.append(f"median of {rounds} interleaved runs")
     if heavy:
-        rows[-1].met = False
-        rows[-1].notes.append("printenv imports " + ", ".join(heavy))
+        printenv_row.met = False
+        printenv_row.notes.append("printenv imports " + ", ".join(heavy))
     else:
-        rows[-1].notes.append("imports none of " + ", ".join(PRINTENV_FORBIDDEN))
-    rows[-1].notes.append("heaviest imports (cumulative, as imported by the program): "
-                          + heaviest_imports(imported))
+        printenv_row.notes.append("imports none of " + ", ".join(PRINTENV_FORBIDDEN))
+    printenv_row.notes.append("heaviest imports (cumulative, as imported by the program): "
+                              + heaviest_imports(imported))
     return rows
 
 
@@ -441,6 +454,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller fleet")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
+    parser.add_argument("--zipapp", help="also time printenv from this zipapp (scripts/build-zipapp builds one)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter that runs the loader and the Python baseline (default: this one)")
     args = parser.parse_args(argv)
@@ -451,7 +465,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     python = shutil.which(args.python) or args.python
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fdl-bench-") as workdir:
-        ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(workdir))
+        ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(workdir),
+                      zipapp=os.path.abspath(args.zipapp) if args.zipapp else None)
         for line in machine_lines(python):
             print(line)
         print()
