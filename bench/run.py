@@ -299,9 +299,9 @@ def _fleet_row(runs: Sequence[measure.Run], repo: server.Repository, *, shared: 
     answered = sum(n for (method, _, _), n in repo.counts.items() if method != "-")
     per_process = gets / processes
     notes = [
-        f"{processes} processes started at once; the server (serving {FLEET_SERVER_SLOTS} requests at a time, "
-        f"2 in every 10 requests and any that waited {FLEET_QUEUE_WAIT:.0f} s for a slot answered 503 with "
-        f"Retry-After: 1) answered {answered} requests, {refused} of them 503, with at most {repo.busiest} in "
+        f"{processes} processes started at once; the server (serving {FLEET_SERVER_SLOTS} requests at a time; "
+        f"2 in every 10 requests of each kind, and any that waited {FLEET_QUEUE_WAIT:.0f} s for a slot, answered "
+        f"503 with Retry-After: 1) answered {answered} requests, {refused} of them 503, with at most {repo.busiest} in "
         f"progress at once; {repo.count('GET', 'sidecar')} sidecar GETs; the last process ended after "
         f"{elapsed:.1f} s",
     ]

@@ -11,7 +11,7 @@ import random
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Counter, Mapping, Optional, Tuple
+from typing import Counter, Dict, Mapping, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 SIDECAR_SUFFIX = ".sha256"
@@ -30,21 +30,23 @@ def make_artifact(path: str, size: int) -> str:
 
 
 class FailureDeck:
-    """Decides which requests get a 503: exactly `failures` of every `deck` requests, at shuffled positions, so the
-    share is exact over a run while no client can predict which of its requests will fail."""
+    """Decides which requests get a 503: exactly `failures` of every `deck` requests of each kind (artifact, sidecar,
+    other), at shuffled positions. The share is exact for each kind over a run, so what the loader does about the
+    failures shows without dice in it, while no client can predict which of its requests will fail."""
 
     def __init__(self, failures: int, deck: int, seed: int) -> None:
         self._failures, self._deck = failures, deck
         self._rand = random.Random(seed)
-        self._cards: list = []
+        self._cards: Dict[str, list] = {}
         self._lock = threading.Lock()
 
-    def next_fails(self) -> bool:
+    def next_fails(self, kind: str) -> bool:
         with self._lock:
-            if not self._cards:
-                self._cards = [True] * self._failures + [False] * (self._deck - self._failures)
-                self._rand.shuffle(self._cards)
-            return self._cards.pop()
+            cards = self._cards.setdefault(kind, [])
+            if not cards:
+                cards += [True] * self._failures + [False] * (self._deck - self._failures)
+                self._rand.shuffle(cards)
+            return cards.pop()
 
 
 class Repository:
@@ -138,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         repo.enter()
         try:
-            if repo.failures is not None and repo.failures.next_fails():
+            if repo.failures is not None and repo.failures.next_fails(kind):
                 self._status(method, kind, HTTPStatus.SERVICE_UNAVAILABLE)
             elif kind == "artifact":
                 self._send_file(method, path, body)
