@@ -222,14 +222,16 @@ class _Fetcher:
 
     def _transfer(self, url: str, candidate: Candidate) -> CacheEntry:
         policy = self.settings.verify.policy
+        # The checksum comes first: holding the artifact's response open while asking for its sidecar needs two
+        # connections per loader, which deadlocks a fleet against a server that caps its concurrent requests.
+        expectation = self.checksums.expectation_for(url)
+        if expectation is None and policy == "strict":
+            raise VerificationError(
+                f"no checksum is published for {candidate.filename} and --verify strict requires one",
+                hint="pin it with --sha256 or --checksums, publish a .sha256 sidecar or SHA256SUMS, "
+                     "or use --verify auto",
+            )
         with self.session.get_stream(url) as response:
-            expectation = self.checksums.expectation_for(url)
-            if expectation is None and policy == "strict":
-                raise VerificationError(
-                    f"no checksum is published for {candidate.filename} and --verify strict requires one",
-                    hint="pin it with --sha256 or --checksums, publish a .sha256 sidecar or SHA256SUMS, "
-                         "or use --verify auto",
-                )
             try:
                 entry = self.cache.stream_into(
                     candidate.cache_path,

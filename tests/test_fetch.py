@@ -101,9 +101,10 @@ def test_network_errors_make_it_exit_1_not_3(server, tmp_path):
 
 
 def test_server_errors_are_retried_until_success(server, tmp_path, sleeps):
+    # The checksum documents are asked for first (they 404 here); then the artifact fails twice before it works.
     for _ in range(2):
-        server.expect_ordered_request(artifact_path()).respond_with_data("", status=500)
-    server.expect_ordered_request(artifact_path()).respond_with_data(BODY)
+        server.expect_oneshot_request(artifact_path()).respond_with_data("", status=500)
+    server.expect_request(artifact_path()).respond_with_data(BODY)
     settings = make_settings(tmp_path, [server.url_for("/driver")], retries=3)
     result = fetch(settings, sleeps=sleeps)
     assert result.sha256 == sha256(BODY)
@@ -406,6 +407,7 @@ def test_https_to_http_redirect_is_a_failure(server, tmp_path, tls_files):
     from pytest_httpserver import HTTPServer
 
     tls = HTTPServer(host="127.0.0.1", port=0, ssl_context=tls_files.server_context())
+    tls.no_handler_status_code = 404  # no checksum published
     tls.start()
     try:
         server.expect_request(artifact_path()).respond_with_data(BODY)
