@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import secrets
 from typing import Optional
 
 from driver_loader.errors import LoaderError
@@ -39,7 +38,7 @@ def point_probe_link(link: str, target: str) -> bool:
     if _link_target(link) == target:
         return False
     directory = os.path.dirname(link)
-    temp = os.path.join(directory, f".{os.path.basename(link)}.{secrets.token_hex(6)}.tmp")
+    temp = os.path.join(directory, f".{os.path.basename(link)}.{os.urandom(6).hex()}.tmp")
     try:
         os.makedirs(directory, exist_ok=True)
         os.symlink(target, temp)

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import re
-import secrets
 from typing import Optional, Tuple
 
 from driver_loader.driver_types import DriverType
@@ -81,7 +80,7 @@ def write_engine_config(config_dir: str, driver_type: DriverType, probe: Optiona
             hint=f"check that {directory} is writable (or pass --falco-config-dir, or --no-update-falco); "
             + ("the previous file was left unchanged" if current is not None else "no file was written"),
         ) from None
-    log.info("configured Falco for the driver", path=path, kind=str(driver_type))
+    log.debug("configured Falco for the driver", path=path, kind=str(driver_type))
     return path, True
 
 
@@ -133,7 +132,7 @@ def write_atomically(path: str, data: bytes, *, mode: int) -> None:
     """Replace `path` with `data` through a temp file in the same directory: fsync, rename, fsync the directory.
     On any failure the temp file is removed and `path` is left as it was."""
     directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:

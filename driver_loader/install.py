@@ -10,9 +10,8 @@ only when needed: the fast path, taken on every restart, reads a few sysfs files
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from driver_loader.driver_types import DriverType
 from driver_loader.ebpf_probe import point_probe_link, probe_link_path
@@ -20,11 +19,13 @@ from driver_loader.errors import LoaderError, NoDriverError, UnsupportedHostErro
 from driver_loader.falco_config import engine_config_path, write_engine_config
 from driver_loader.kmod import KernelModules, LoadedModule, load_module, persist_module, unload_module
 from driver_loader.log import get_logger
-from driver_loader.modern_ebpf import ModernEbpfSupport, check_support
 from driver_loader.plan import Plan
 from driver_loader.progress import BuildSpinner, DownloadBar
 from driver_loader.resolve import resolve_plan
 from driver_loader.settings import Settings
+
+if TYPE_CHECKING:
+    from driver_loader.modern_ebpf import ModernEbpfSupport
 
 log = get_logger(__name__)
 
@@ -41,7 +42,7 @@ class Edges:
 
     kernel: KernelModules = dataclasses.field(default_factory=KernelModules)
     resolve: Callable[..., Plan] = resolve_plan
-    modern_support: Callable[[], ModernEbpfSupport] = check_support
+    modern_support: Callable[[], ModernEbpfSupport] = lambda: _modern_ebpf_support()
     running_kernel: Optional[Callable[[Plan], Any]] = None
     fetch: Optional[Callable[..., Any]] = None
     build: Optional[Callable[..., Any]] = None
@@ -119,7 +120,7 @@ def resolve_for_install(settings: Settings, edges: Edges) -> Tuple[Plan, Optiona
             hint="this kernel cannot load modules (no /proc/modules); use --type modern_ebpf"
             + (", which this kernel supports" if modern.supported else f" (not usable here: {modern.reason})"),
         ) from None
-    log.info("selected driver type", type=str(plan.driver_type), driver_version=plan.driver_version,
+    log.debug("selected driver type", type=str(plan.driver_type), driver_version=plan.driver_version,
              compatible=str(plan.compatible))
     return plan, modern
 
@@ -204,7 +205,7 @@ def _install_kmod(plan: Plan, settings: Settings, edges: Edges) -> InstallResult
     loaded = kernel.loaded(name)
     actions: List[str] = []
     if _is_compatible(loaded, plan):
-        log.info(f"module {name} {loaded.version} already loaded; nothing to do", compatible=str(plan.compatible))
+        log.debug(f"module {name} {loaded.version} already loaded; nothing to do", compatible=str(plan.compatible))
         config = _tell_falco(settings, DriverType.KMOD, None, actions)
         return InstallResult(DriverType.KMOD, SOURCE_LOADED, version=loaded.version, falco_config=config,
                              actions=tuple(actions))
@@ -375,6 +376,8 @@ def _open_verified(artifact: _Artifact, plan: Plan, settings: Settings, running)
         if len(raw) > MAX_ARTIFACT_SIZE:
             raise VerificationError(f"{artifact.path} is larger than {MAX_ARTIFACT_SIZE} bytes",
                                     hint="a Falco driver is a few MiB; this is not a driver artifact")
+        import hashlib
+
         digest = hashlib.sha256(raw).hexdigest()
         if digest != artifact.sha256:
             raise VerificationError(
@@ -417,6 +420,12 @@ def _raise_on_failures(path: str, findings: Sequence) -> None:
         tried=[f"{f.code}: {f.message}" for f in failed],
         hint="; ".join(hints),
     )
+
+
+def _modern_ebpf_support() -> ModernEbpfSupport:
+    from driver_loader.modern_ebpf import check_support  # ctypes: only when modern_ebpf is considered
+
+    return check_support()
 
 
 def _read_fd(fd: int, limit: int) -> bytes:

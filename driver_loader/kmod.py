@@ -8,7 +8,6 @@ fake syscall layer, with no kernel involved.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import errno
 import os
@@ -69,12 +68,18 @@ class Syscalls:
         self._libc = None
 
     def finit_module(self, fd: int, flags: int = 0) -> None:
+        import ctypes
+
         self._call("finit_module", ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(flags))
 
     def delete_module(self, name: str, flags: int = os.O_NONBLOCK) -> None:
+        import ctypes
+
         self._call("delete_module", ctypes.c_char_p(name.encode()), ctypes.c_uint(flags))
 
     def _call(self, syscall: str, *args) -> None:
+        import ctypes
+
         number = self.numbers.get(syscall)
         if number is None:
             raise OSError(errno.ENOSYS, f"{syscall}: no syscall number known for {self.arch}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 _LEVELS = {"trace": 5, "debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40}
 
@@ -137,6 +137,16 @@ class _LazyLogger:
 
     def error(self, event: str, **kw: Any) -> None:
         self._emit("error", event, **kw)
+
+
+def summary(headline: str, details: Sequence[str] = ()) -> None:
+    """A command's closing summary on stderr: indented lines for a person, one JSON log line with --log-format json
+    (so stderr stays pure JSON lines)."""
+    if effective_format() == "json":
+        get_logger().info(headline, details=list(details))
+        return
+    sys.stderr.write("\n".join([headline, *(f"  {line}" for line in details)]) + "\n")
+    sys.stderr.flush()
 
 
 def get_logger(name: Optional[str] = None) -> _LazyLogger:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
-import shutil
-import subprocess
 from typing import Iterable, Optional
 
 from driver_loader.errors import UsageError
@@ -54,6 +51,10 @@ def _str_or_none(value) -> Optional[str]:
 
 
 def _falco_versions(falco_binary: Optional[str]) -> Optional[dict]:
+    import json
+    import shutil
+    import subprocess
+
     binary = falco_binary or shutil.which("falco")
     if not binary:
         return None

@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 import click
 
+from driver_loader import log as logging_setup
 from driver_loader.commands._options import resolution_options, settings_from_flags
 from driver_loader.ebpf_probe import probe_link_path, remove_probe_link
 from driver_loader.errors import LoaderError
@@ -115,7 +116,6 @@ def command(clean_cache: bool, **flags) -> None:
     Falco's config.d file, and with --cache the cached artifacts."""
     settings = settings_from_flags(flags)
     actions = cleanup(settings, clean_cache=clean_cache)
-    click.echo("\n".join(["cleaned up:"] + [f"  - {a}" for a in actions]) if actions else "nothing to clean",
-               err=True)
+    logging_setup.summary("cleaned up:" if actions else "nothing to clean", [f"- {a}" for a in actions])
     if settings.output == "json":
         click.echo(json.dumps({"actions": actions}, indent=2))

@@ -7,9 +7,11 @@ eBPF probe, or the whole result with --output json.
 from __future__ import annotations
 
 import json
+from typing import List, Tuple
 
 import click
 
+from driver_loader import log as logging_setup
 from driver_loader.commands._options import (
     build_options,
     fetch_options,
@@ -41,21 +43,21 @@ def command(**flags) -> None:
             click.echo("".join(f"would: {step}\n" for step in report.steps), nl=False)
         return
     result = install(settings)
-    click.echo(summary(result), err=True)
+    logging_setup.summary(*summary(result))
     if settings.output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif result.driver_type is DriverType.EBPF:
         click.echo(f"FALCO_BPF_PROBE={result.probe}")
 
 
-def summary(result: InstallResult) -> str:
+def summary(result: InstallResult) -> Tuple[str, List[str]]:
     if result.source == SOURCE_LOADED:
         head = f"{result.driver_type} {result.version} already loaded; nothing to do"
     elif result.driver_type is DriverType.MODERN_EBPF:
         head = "modern_ebpf selected: nothing to install, Falco uses its built-in probe"
     else:
         head = f"installed {result.driver_type} {result.version} ({result.source}: {result.artifact})"
-    lines = [head] + [f"  - {action}" for action in result.actions]
+    details = [f"- {action}" for action in result.actions]
     if result.falco_config:
-        lines.append(f"  Falco config: {result.falco_config}")
-    return "\n".join(lines)
+        details.append(f"Falco config: {result.falco_config}")
+    return head, details
