@@ -6,6 +6,9 @@ virtme-ng (the host's / mounted read-only) and runs tests/e2e/e2e_guest.py insid
 `E2E-RESULT <json>` line per scenario; `parse_results` turns them into `ScenarioResult`s.
 
 Used by tests/e2e/conftest.py and, as a script, by scripts/e2e-demo. Runs as root on Debian 12 amd64.
+
+Environment: E2E_WORK (work directory, default ~/.cache/falco-driver-loader-e2e), E2E_ACCEL (kvm or tcg; by
+default KVM when /dev/kvm can run a stock kernel, else TCG), E2E_TIMEOUT (seconds for the whole VM run).
 """
 
 from __future__ import annotations
@@ -429,7 +432,7 @@ def guest_config(kernel: Kernel, drivers: DriverSet, pycache: Path) -> dict:
 
 
 def boot_guest(work: Path, kernel: Kernel, drivers: DriverSet, scenarios: Sequence[str],
-               *, timeout: float = float(os.environ.get("E2E_TIMEOUT", "1500"))) -> GuestRun:
+               *, timeout: float = float(os.environ.get("E2E_TIMEOUT", "2400"))) -> GuestRun:
     """One VM: boot, run the scenarios in order, power off. Retries with TCG when a KVM boot yields nothing."""
     vng_bin = ensure_virtme_ng(work)
     config_path = work / "guest-config.json"
