@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from e2e_guest import GUEST_READY, RESULT_PREFIX
+from e2e_guest import GUEST_DONE, GUEST_READY, RESULT_PREFIX
 
 HERE = Path(__file__).resolve().parent
 CHECKOUT = HERE.parent.parent
@@ -125,6 +125,7 @@ class ScenarioResult:
 @dataclasses.dataclass(frozen=True)
 class GuestRun:
     results: Dict[str, ScenarioResult]
+    finished: bool
     exit_status: int
     log_path: Path
     accel: str
@@ -460,7 +461,7 @@ def boot_guest(work: Path, kernel: Kernel, drivers: DriverSet, scenarios: Sequen
                 status = -1
                 log.write(f"\n[e2e] the VM did not finish within {timeout:.0f} s\n")
         text = log_path.read_text(errors="replace")
-        run = GuestRun(parse_results(text), status, log_path, accel)
+        run = GuestRun(parse_results(text), GUEST_DONE in text, status, log_path, accel)
         say(f"VM finished in {time.monotonic() - started:.0f} s with exit status {status}, "
             f"{len(run.results)} scenario result(s)")
         if GUEST_READY in text:

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.e2e
 def test_scenario(guest_run, scenario):
     result = guest_run.results.get(scenario)
     if result is None:
+        how = "ran every scenario" if guest_run.finished else "did not finish (crashed, or the VM timed out)"
         pytest.fail(
-            f"the guest printed no result for {scenario} (VM exit status {guest_run.exit_status}, {guest_run.accel});"
-            f" last lines of {guest_run.log_path}:\n{guest_run.log_tail()}"
+            f"the guest printed no result for {scenario}; the guest script {how} (VM exit status "
+            f"{guest_run.exit_status}, {guest_run.accel}). Last lines of {guest_run.log_path}:\n{guest_run.log_tail()}"
         )
     assert result.ok, result.report()
