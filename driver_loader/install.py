@@ -121,7 +121,7 @@ def resolve_for_install(settings: Settings, edges: Edges) -> Tuple[Plan, Optiona
             + (", which this kernel supports" if modern.supported else f" (not usable here: {modern.reason})"),
         ) from None
     log.debug("selected driver type", type=str(plan.driver_type), driver_version=plan.driver_version,
-             compatible=str(plan.compatible))
+              compatible=str(plan.compatible))
     return plan, modern
 
 

@@ -26,10 +26,6 @@ def setup(log_format: Optional[str] = None, log_level: Optional[str] = None) -> 
     _configured = False
 
 
-def level() -> str:
-    return _config["level"]
-
-
 def is_debug() -> bool:
     return _enabled("debug")
 
@@ -43,10 +39,6 @@ def stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
-
-
-def use_color() -> bool:
-    return effective_format() == "color"
 
 
 def effective_format() -> str:

@@ -13,7 +13,7 @@ from driver_loader.distros import UNDETERMINED, discover
 from driver_loader.distros.base import DistroTarget, HostFacts, Naming
 from driver_loader.driver_types import DriverType
 from driver_loader.errors import UnsupportedHostError
-from driver_loader.kernelrelease import MODERN_EBPF_MIN_KERNEL, parse_kernel_release
+from driver_loader.kernelrelease import parse_kernel_release
 from driver_loader.naming import Candidate, artifact_filename, build_candidates, unsafe_reason
 from driver_loader.settings import Settings
 from driver_loader.versions import CompatibleRange, compatible_range, publishes_ebpf_probe
@@ -177,7 +177,3 @@ def no_supported_type_error(choice: TypeChoice, facts: HostFacts, target: Distro
         tried=[f"{kind}: {reason}" for kind, reason in choice.skipped],
         hint="try another --type; modern_ebpf needs a kernel >= 5.8 with BTF, kmod needs module support",
     )
-
-
-def modern_ebpf_kernel_ok(release: str) -> bool:
-    return parse_kernel_release(release).version >= MODERN_EBPF_MIN_KERNEL
