@@ -90,6 +90,18 @@ def test_5xx_gives_up_after_the_configured_retries(server, sleeps):
     assert len(sleeps) == 2
 
 
+def test_default_patience_rides_out_six_503s_in_a_row_within_half_a_minute_of_backoff(server, sleeps):
+    # A mirror turning away a fifth of a fleet's requests must not fail one loader in a few hundred.
+    for _ in range(6):
+        server.expect_ordered_request("/a").respond_with_data("busy", status=503)
+    server.expect_ordered_request("/a").respond_with_data("payload")
+    session = build_session(HttpOptions(timeout=5), sleep=sleeps, rand=lambda: 1.0)
+    with session.get_stream(server.url_for("/a")) as response:
+        assert b"".join(session.iter_body(response)) == b"payload"
+    assert len(server.log) == 7
+    assert sum(sleeps) <= 32
+
+
 @pytest.mark.parametrize("status", [404, 403, 410])
 def test_client_errors_are_not_retried(server, sleeps, status):
     server.expect_request("/a").respond_with_data("no", status=status)

@@ -14,7 +14,7 @@ import click
 
 from driver_loader import log as logging_setup
 from driver_loader.config_file import load_driver_section
-from driver_loader.settings import DEFAULT_CONFIG_PATH, Settings, resolve_settings
+from driver_loader.settings import DEFAULT_CONFIG_PATH, HttpOptions, Settings, resolve_settings
 
 LOG_FORMATS = click.Choice(["auto", "text", "json", "color"], case_sensitive=False)
 LOG_LEVELS = click.Choice(["trace", "debug", "info", "warn", "warning", "error"], case_sensitive=False)
@@ -64,8 +64,10 @@ RESOLUTION_OPTIONS = [
 ]
 
 FETCH_OPTIONS = [
-    click.option("--http-timeout", type=float, default=None, help="Connect and read timeout in seconds (default 60)."),
-    click.option("--http-retries", type=int, default=None, help="Retries on connection errors, 429, 5xx (default 3)."),
+    click.option("--http-timeout", type=float, default=None,
+                 help=f"Connect and read timeout in seconds (default {HttpOptions.timeout:g})."),
+    click.option("--http-retries", type=int, default=None,
+                 help=f"Retries on connection errors, 429, 5xx (default {HttpOptions.retries})."),
     click.option("--http-header", "http_headers", multiple=True, default=None,
                  help="Extra request header 'Key: Value'. Repeatable."),
     click.option("--http-headers", "http_headers_csv", default=None, hidden=True,
