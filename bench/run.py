@@ -31,6 +31,9 @@ REPO = os.path.dirname(BENCH)
 PRINTENV_ARGS = ("printenv", "--type", "kmod", "--driver-version", "8.0.0+driver", "--kernel-release",
                  "6.1.0-13-amd64", "--kernel-version", "#1", "--host-root", "/")
 
+# What printenv cannot do without: the command line, the os-release parser and version ranges.
+PRINTENV_LIBRARIES = ("click", "distro", "packaging.version")
+
 # Modules printenv must never import: the download, ELF and logging layers.
 PRINTENV_FORBIDDEN = ("requests", "urllib3", "elftools", "structlog")
 
@@ -77,6 +80,8 @@ def startup_rows(ctx: Context) -> List[Row]:
     rounds = 7 if ctx.quick else 21
     commands = {
         "python": [ctx.python, "-c", "pass"],
+        "no-site": [ctx.python, "-I", "-S", "-c", "pass"],
+        "libraries": [ctx.python, "-c", f"import {', '.join(PRINTENV_LIBRARIES)}"],
         "version": ctx.loader("--version"),
         "printenv": ctx.loader(*PRINTENV_ARGS),
     }
@@ -120,6 +125,12 @@ def startup_rows(ctx: Context) -> List[Row]:
         printenv_row.notes.append("imports none of " + ", ".join(PRINTENV_FORBIDDEN))
     printenv_row.notes.append("heaviest imports (cumulative, as imported by the program): "
                               + heaviest_imports(imported))
+    libraries, no_site = measure.median_wall(runs["libraries"]), measure.median_wall(runs["no-site"])
+    printenv_row.notes.append(
+        f"floor: `python -c 'import {', '.join(PRINTENV_LIBRARIES)}'` (the libraries printenv is built on) takes "
+        f"{_ms(libraries)}, {libraries / bare:.2f}x; the baseline includes this interpreter's site start-up "
+        f"(`python -I -S -c pass` takes {_ms(no_site)}), so an interpreter with many .pth files or an editable "
+        f"install lowers every ratio of this row")
     return rows
 
 
