@@ -5,7 +5,7 @@
 
 The official repository publishes none of these, so the `auto` policy records the computed digest with a warning;
 `strict` refuses artifacts without one; `off` checks nothing. Parsing is pure; the documents are fetched through
-the run's session, which asks for each at most once.
+a getter (the run's session asks for each at most once).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from driver_loader.errors import UsageError, VerificationError
-from driver_loader.http import redact_url
+from driver_loader.redaction import redact_url
 from driver_loader.settings import VerifyOptions
 
 VERIFIED_PINNED = "sha256-pinned"
@@ -112,11 +112,12 @@ def sums_url(artifact_url: str) -> str:
 
 
 class ChecksumResolver:
-    """Finds the expected digest of an artifact; `session` is the run's LoaderSession."""
+    """Finds the expected digest of an artifact. `get_document(url)` returns the text at `url`, None when it is not
+    published, and raises HttpFailure otherwise; it is only called when no pinned digest answers."""
 
-    def __init__(self, verify: VerifyOptions, session) -> None:
+    def __init__(self, verify: VerifyOptions, get_document: Callable[[str], Optional[str]]) -> None:
         self.verify = verify
-        self.session = session
+        self.get_document = get_document
         self._pinned_entries: Optional[List[Tuple[str, str]]] = None
 
     @property
@@ -146,7 +147,7 @@ class ChecksumResolver:
         if pinned:
             return pinned
         side_url = sidecar_url(url)
-        sidecar = self.session.get_document(side_url)
+        sidecar = self.get_document(side_url)
         if sidecar is not None:
             parsed = parse_sidecar(sidecar)
             source = f"sidecar {redact_url(side_url)}"
@@ -159,7 +160,7 @@ class ChecksumResolver:
                                         hint="fix the repository's .sha256 file, or pin the digest with --sha256")
             return Expectation(digest, source, VERIFIED_SIDECAR)
         list_url = sums_url(url)
-        sums = self.session.get_document(list_url)
+        sums = self.get_document(list_url)
         if sums is not None:
             digest = match_checksum(parse_checksum_lines(sums), location)
             if digest:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from typing import Sequence
+from typing import Optional, Sequence
+
+NOT_FOUND_STATUSES = frozenset({404, 410})
 
 
 class ExitCode(enum.IntEnum):
@@ -58,3 +60,20 @@ class LoadError(LoaderError):
 
 class UnsupportedHostError(LoaderError):
     exit_code = ExitCode.UNSUPPORTED_HOST
+
+
+class HttpFailure(LoaderError):
+    """A request that did not return the wanted document. `status` is None when no HTTP answer came back."""
+
+    def __init__(self, message: str, *, url: str, status: Optional[int] = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.url = url
+        self.status = status
+
+    @property
+    def not_found(self) -> bool:
+        return self.status in NOT_FOUND_STATUSES
+
+
+class InsecureRedirectError(HttpFailure):
+    """A redirect from https to plain http, or to anything but http(s)."""

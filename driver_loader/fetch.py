@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from driver_loader.cache import ArtifactCache, ArtifactTooLarge, CacheEntry, IncompleteDownload
 from driver_loader.checksums import (
@@ -23,13 +23,16 @@ from driver_loader.checksums import (
     ChecksumResolver,
     Expectation,
 )
-from driver_loader.errors import LoaderError, NoDriverError, VerificationError
-from driver_loader.http import HttpFailure, LoaderSession, build_session, redact_url
+from driver_loader.errors import HttpFailure, LoaderError, NoDriverError, VerificationError
 from driver_loader.index import VersionIndex
 from driver_loader.log import get_logger
 from driver_loader.naming import Candidate
 from driver_loader.plan import Plan
+from driver_loader.redaction import redact_url
 from driver_loader.settings import Settings
+
+if TYPE_CHECKING:
+    from driver_loader.http import LoaderSession
 
 log = get_logger(__name__)
 
@@ -76,25 +79,36 @@ def fetch_artifact(
     cache: Optional[ArtifactCache] = None,
     progress: Optional[Progress] = None,
 ) -> FetchResult:
-    """The verified artifact for `plan`, from the cache or a repository."""
-    session = session or build_session(settings.http, repos=settings.repos)
+    """The verified artifact for `plan`, from the cache or a repository. Without `session`, one is built when the
+    first request is made: a verified cache entry is reused without importing the HTTP stack."""
     cache = cache or ArtifactCache(settings.cache_dir)
     return _Fetcher(plan, settings, session, cache, progress).run()
 
 
 class _Fetcher:
-    def __init__(self, plan: Plan, settings: Settings, session: LoaderSession, cache: ArtifactCache,
+    def __init__(self, plan: Plan, settings: Settings, session: Optional[LoaderSession], cache: ArtifactCache,
                  progress: Optional[Progress]) -> None:
         self.plan = plan
         self.settings = settings
-        self.session = session
+        self._session = session
         self.cache = cache
         self.progress = progress
-        self.checksums = ChecksumResolver(settings.verify, session)
-        self.index = VersionIndex(session)
+        self.checksums = ChecksumResolver(settings.verify, self._get_document)
+        self.index = VersionIndex(self._get_document)
         self.published: Dict[str, Optional[Tuple[str, ...]]] = {}
         self.attempts: List[Attempt] = []
         self.notes: List[str] = []
+
+    @property
+    def session(self) -> LoaderSession:
+        if self._session is None:
+            from driver_loader.http import build_session
+
+            self._session = build_session(self.settings.http, repos=self.settings.repos)
+        return self._session
+
+    def _get_document(self, url: str) -> Optional[str]:
+        return self.session.get_document(url)
 
     def run(self) -> FetchResult:
         plan = self.plan

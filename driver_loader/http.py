@@ -18,8 +18,8 @@ import stat
 import time
 import warnings
 from itertools import takewhile
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
-from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+from typing import Callable, Dict, Iterable, Iterator, Optional, Union
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
@@ -28,8 +28,9 @@ from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from driver_loader import __version__
-from driver_loader.errors import LoaderError, UsageError
+from driver_loader.errors import NOT_FOUND_STATUSES, HttpFailure, InsecureRedirectError, UsageError
 from driver_loader.log import get_logger
+from driver_loader.redaction import redact_text, redact_url, secret_values
 from driver_loader.settings import HttpOptions
 
 log = get_logger(__name__)
@@ -42,78 +43,13 @@ RETRY_AFTER_CAP = 30.0
 CHUNK_SIZE = 64 * 1024
 # Index pages, sidecars and SHA256SUMS are small; a bigger answer is a misconfigured server, not a document.
 DOCUMENT_LIMIT = 32 * 1024 * 1024
-NOT_FOUND_STATUSES = frozenset({404, 410})
 # A checksum or index document that is forbidden is as absent as one that is missing (S3 answers 403 for
 # missing keys when listing is not allowed).
 ABSENT_DOCUMENT_STATUSES = NOT_FOUND_STATUSES | {403}
 RETRY_STATUSES = frozenset({429} | set(range(500, 600)))
-SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-REDACTED = "****"
-
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]*@")
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
-_MIN_SECRET_LENGTH = 3
 
 Sleep = Callable[[float], None]
-
-
-class HttpFailure(LoaderError):
-    """A request that did not return the wanted document. `status` is None when no HTTP answer came back."""
-
-    def __init__(self, message: str, *, url: str, status: Optional[int] = None, hint: str = "") -> None:
-        super().__init__(message, hint=hint)
-        self.url = url
-        self.status = status
-
-    @property
-    def not_found(self) -> bool:
-        return self.status in NOT_FOUND_STATUSES
-
-
-class InsecureRedirectError(HttpFailure):
-    """A redirect from https to plain http, or to anything but http(s)."""
-
-
-def redact_url(url: str) -> str:
-    """The URL without userinfo and without query values, safe to log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
-    query = "&".join(
-        f"{key}={REDACTED}" if sep else key for key, sep, _ in (item.partition("=") for item in parts.query.split("&"))
-    ) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with URL userinfo and every known secret value replaced."""
-    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= _MIN_SECRET_LENGTH:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def secret_values(headers: Iterable[Tuple[str, str]], urls: Iterable[str]) -> Tuple[str, ...]:
-    """Values that must never be printed: sensitive header values (and the credential after an auth scheme
-    such as `Bearer`), and the user and password of URL userinfo, raw and percent-decoded."""
-    found: List[str] = []
-    for key, value in headers:
-        if key.lower() in SENSITIVE_HEADERS and value:
-            found.append(value)
-            found.extend(part for part in value.split()[1:] if part)
-    for url in urls:
-        try:
-            userinfo = urlsplit(url).netloc.rpartition("@")[0]
-        except ValueError:
-            continue
-        for part in userinfo.split(":", 1) if userinfo else ():
-            found.extend(p for p in (part, unquote(part)) if p)
-    return tuple(dict.fromkeys(found))
 
 
 def full_jitter_delay(attempt: int, *, rand: Callable[[], float], base: float = BACKOFF_BASE,

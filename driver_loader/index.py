@@ -3,19 +3,20 @@
 Sources, in order: the drivers website JSON (`<repo>/site/index.json`, an array of versions, with
 `<repo>/site/<version>.json` listing the artifacts of one version), then an HTML directory listing of `<repo>/`
 (nginx/Apache autoindex, `python -m http.server`, and `file://` directories, which the session renders the same
-way). Parsing is pure; documents come from the run's session, which fetches each at most once.
+way). Parsing is pure; documents come from a getter (the run's session fetches each at most once).
 """
 
 from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
-from driver_loader.http import HttpFailure, LoaderSession, redact_url
+from driver_loader.errors import HttpFailure
 from driver_loader.log import get_logger
 from driver_loader.naming import quote_segment
+from driver_loader.redaction import redact_url
 
 log = get_logger(__name__)
 
@@ -81,8 +82,9 @@ def parse_directory_listing(text: str) -> List[str]:
 class VersionIndex:
     """Per-repository version lists, each looked up at most once per run."""
 
-    def __init__(self, session: LoaderSession) -> None:
-        self.session = session
+    def __init__(self, get_document: Callable[[str], Optional[str]]) -> None:
+        """`get_document(url)`: the text at `url`, None when it is not published, HttpFailure otherwise."""
+        self.get_document = get_document
         self._versions: Dict[str, Optional[Tuple[str, ...]]] = {}
         self._from_site: Dict[str, bool] = {}
 
@@ -121,7 +123,7 @@ class VersionIndex:
 
     def _document(self, url: str) -> Optional[str]:
         try:
-            return self.session.get_document(url)
+            return self.get_document(url)
         except HttpFailure as failure:
             log.warning("cannot read the version index", url=failure.url, error=failure.message)
             return None

@@ -74,7 +74,8 @@ def test_sidecar_and_sums_urls_keep_the_encoded_path():
 
 def resolver(policy="auto", sha=None, checksums_file=None):
     session = build_session(HttpOptions(timeout=5, retries=0), sleep=Sleeps())
-    return ChecksumResolver(VerifyOptions(policy=policy, sha256=sha, checksums_file=checksums_file), session)
+    return ChecksumResolver(VerifyOptions(policy=policy, sha256=sha, checksums_file=checksums_file),
+                            session.get_document)
 
 
 ARTIFACT = f"/driver/8.0.0+driver/x86_64/{NAME}"

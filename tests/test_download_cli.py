@@ -115,6 +115,29 @@ def test_a_pinned_checksums_file_verifies(server, download, tmp_path):
     assert json.loads(result.stdout)["verified_by"] == "sha256-pinned"
 
 
+def test_a_verified_cache_entry_is_reused_without_the_http_stack(server, download, host_tree):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    server.expect_request(artifact_path() + ".sha256").respond_with_data(sha256(BODY))
+    assert download("--repo", server.url_for("/driver"), "--verify", "strict").returncode == 0
+    # The repository is gone now: the second run must neither ask it nor import requests to find that out.
+    argv = command(host_tree, download.cache_dir, "--repo", f"http://127.0.0.1:{closed_port()}/driver",
+                   "--verify", "strict")[3:]
+    code = (
+        "import sys\n"
+        "from driver_loader.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print([m for m in ('requests', 'urllib3', 'driver_loader.http') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=environment())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(cached(download.cache_dir)), "[]"]
+    assert "using the cached artifact" in result.stderr
+
+
 def test_network_failure_is_exit_1(download):
     result = download("--repo", f"http://127.0.0.1:{closed_port()}/driver", "--http-retries", "0")
     assert result.returncode == 1

@@ -6,19 +6,9 @@ import pytest
 from download_helpers import Sleeps, closed_port, reset, response_head
 from pytest_httpserver import HTTPServer
 
-from driver_loader.errors import UsageError
-from driver_loader.http import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
-    RETRY_AFTER_CAP,
-    HttpFailure,
-    InsecureRedirectError,
-    build_session,
-    full_jitter_delay,
-    redact_text,
-    redact_url,
-    secret_values,
-)
+from driver_loader.errors import HttpFailure, InsecureRedirectError, UsageError
+from driver_loader.http import BACKOFF_BASE, BACKOFF_CAP, RETRY_AFTER_CAP, build_session, full_jitter_delay
+from driver_loader.redaction import redact_text, redact_url, secret_values
 from driver_loader.settings import HttpOptions
 
 pytest_plugins = ["download_fixtures", "tls_fixtures"]

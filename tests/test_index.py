@@ -78,7 +78,7 @@ def test_parse_directory_listing(html, expected):
 
 
 def index():
-    return VersionIndex(build_session(HttpOptions(timeout=5, retries=0), sleep=Sleeps()))
+    return VersionIndex(build_session(HttpOptions(timeout=5, retries=0), sleep=Sleeps()).get_document)
 
 
 def test_site_index_is_preferred_and_read_once(server):

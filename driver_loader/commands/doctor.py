@@ -27,9 +27,10 @@ from driver_loader.commands._options import (
 )
 from driver_loader.distros import UNDETERMINED
 from driver_loader.driver_types import DriverType
-from driver_loader.errors import ExitCode, LoaderError
+from driver_loader.errors import ExitCode, HttpFailure, LoaderError
 from driver_loader.kmod import LoadedModule
 from driver_loader.log import get_logger
+from driver_loader.redaction import redact_url
 from driver_loader.settings import Settings
 
 log = get_logger(__name__)
@@ -245,7 +246,7 @@ def _network(plan, settings: Settings) -> dict:
         if not any(a.outcome == "found" for a in artifacts):
             from driver_loader.index import VersionIndex
 
-            index = VersionIndex(session)
+            index = VersionIndex(session.get_document)
             if settings.version_fallback:
                 artifacts += _probe_fallback(session, index, plan, settings)
             if not any(a.outcome == "found" for a in artifacts):
@@ -254,8 +255,6 @@ def _network(plan, settings: Settings) -> dict:
 
 
 def _probe_repo(session, repo: str) -> RepoProbe:
-    from driver_loader.http import HttpFailure, redact_url
-
     parts = urlsplit(repo)
     if parts.scheme == "file":
         path = unquote(parts.path)
@@ -271,8 +270,6 @@ def _probe_repo(session, repo: str) -> RepoProbe:
 
 
 def _probe_url(session, url: str, version: str) -> ArtifactProbe:
-    from driver_loader.http import HttpFailure, redact_url
-
     try:
         session.get_stream(url).close()
         return ArtifactProbe(redact_url(url), "found", "HTTP 200", version)
