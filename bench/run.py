@@ -31,6 +31,9 @@ REPO = os.path.dirname(BENCH)
 PRINTENV_ARGS = ("printenv", "--type", "kmod", "--driver-version", "8.0.0+driver", "--kernel-release",
                  "6.1.0-13-amd64", "--kernel-version", "#1", "--host-root", "/")
 
+# Imported by the loader somewhere; an interpreter that lacks one cannot run every row.
+LOADER_DEPENDENCIES = ("click", "distro", "packaging", "requests", "structlog", "elftools", "yaml")
+
 # What printenv cannot do without: the command line, the os-release parser and version ranges.
 PRINTENV_LIBRARIES = ("click", "distro", "packaging.version")
 
@@ -463,6 +466,22 @@ def print_table(rows: Sequence[Row]) -> None:
             print(f"- {name}: {note}")
 
 
+def choose_python(requested: Optional[str]) -> Optional[str]:
+    """The interpreter to measure: the one asked for; else this one if it can run the loader; else the checkout's
+    .venv (which ./scripts/install-deps makes) if that can; else None."""
+    if requested:
+        return shutil.which(requested) or requested
+    venv = os.path.join(REPO, ".venv", "bin", "python")
+    for candidate in (sys.executable, venv):
+        if os.path.exists(candidate) and subprocess.run(
+                [candidate, "-c", f"import {', '.join(LOADER_DEPENDENCIES)}"], capture_output=True).returncode == 0:
+            if candidate != sys.executable:
+                print(f"{sys.executable} lacks the loader's dependencies; measuring with {candidate}",
+                      file=sys.stderr)
+            return candidate
+    return None
+
+
 ROWS: Dict[str, Callable[[Context], List[Row]]] = {
     "startup": startup_rows,
     "fastpath": fast_path_rows,
@@ -476,14 +495,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller fleet")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
     parser.add_argument("--zipapp", help="also time printenv from this zipapp (scripts/build-zipapp builds one)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter that runs the loader and the Python baseline (default: this one)")
+    parser.add_argument("--python",
+                        help="interpreter that runs the loader and the Python baseline (default: this one, or the "
+                             "checkout's .venv when this one lacks the loader's dependencies)")
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.rows.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in ROWS]
     if unknown:
         parser.error(f"unknown rows: {', '.join(unknown)}")
-    python = shutil.which(args.python) or args.python
+    python = choose_python(args.python)
+    if python is None:
+        print(f"error: {sys.executable} cannot import the loader's dependencies ({', '.join(LOADER_DEPENDENCIES)}); "
+              "run ./scripts/install-deps, then rerun, or pass --python", file=sys.stderr)
+        return 2
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fdl-bench-") as workdir:
         ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(workdir),
