@@ -215,10 +215,10 @@ def download_rows(ctx: Context) -> List[Row]:
     with server.Repository(artifacts) as repo:
         for label, (size, rounds) in sizes.items():
             name = label.replace(" ", "").lower()
-            ours, baseline, floor = _download_runs(ctx, repo, name, artifacts[name][1], rounds)
+            ours, baseline, reference = _download_runs(ctx, repo, name, artifacts[name][1], rounds)
             ours_wall, base_wall = measure.median(r.wall for r in ours), measure.median(baseline)
             ratio = base_wall / ours_wall
-            floor_wall = measure.median_wall(floor)
+            reference_wall = measure.median_wall(reference)
             peaks[label] = max(r.maxrss for r in ours)
             rows.append(Row(
                 name=f"download {label}",
@@ -228,16 +228,17 @@ def download_rows(ctx: Context) -> List[Row]:
                 target=">= 0.9x",
                 met=ratio >= 0.9,
                 notes=[f"median of {rounds} interleaved runs, fresh cache each time, --verify strict (sidecar)",
-                       f"floor: bench/stdlib_download.py (the same interpreter, standard library only: one GET and a "
-                       f"SHA-256, nothing else) takes {_ms(floor_wall)}, {base_wall / floor_wall:.2f}x the baseline"],
+                       f"reference: bench/stdlib_download.py (the same interpreter, standard library only: one GET "
+                       f"and a SHA-256, nothing else) takes {_ms(reference_wall)}, "
+                       f"{base_wall / reference_wall:.2f}x the baseline"],
             ))
         gets = repo.count("GET", "artifact")
     downloads = 3 * sum(rounds + 1 for _, rounds in sizes.values())
     rows[-1].notes.append(f"the server answered {gets} artifact GETs for {downloads} downloads (warm-ups included)")
-    floor = measure.interleaved({"import": [ctx.python, "-c", "import requests"]}, rounds=5, warmup=1, timeout=60,
-                                env=ctx.env, cwd=ctx.workdir)["import"]
+    requests_import = measure.interleaved({"import": [ctx.python, "-c", "import requests"]}, rounds=5, warmup=1,
+                                          timeout=60, env=ctx.env, cwd=ctx.workdir)["import"]
     rows[0].notes.append("start-up dominates: `python -c 'import requests'` alone takes "
-                         + _ms(measure.median_wall(floor)))
+                         + _ms(measure.median_wall(requests_import)))
     small, large = peaks["8 MiB"], peaks["512 MiB"]
     rows.append(Row(
         name="memory 512 MiB download",
@@ -254,11 +255,11 @@ def download_rows(ctx: Context) -> List[Row]:
 def _download_runs(ctx: Context, repo: server.Repository, name: str, digest: str,
                    rounds: int) -> Tuple[List[measure.Run], List[float], List[measure.Run]]:
     """`rounds` interleaved downloads of one artifact (after one warm-up each): the loader's runs, the baseline's
-    wall times (curl, then sha256sum of what it wrote), and the standard-library floor's runs."""
+    wall times (curl, then sha256sum of what it wrote), and the standard-library reference's runs."""
     url = f"{repo.url}/{name}/8.0.0%2Bdriver/x86_64/falco_debian_6.1.0-13-amd64_1.ko"
     ours: List[measure.Run] = []
     baseline: List[float] = []
-    floor: List[measure.Run] = []
+    reference: List[measure.Run] = []
     for round_number in range(rounds + 1):
         cache = os.path.join(ctx.workdir, "download-cache")
         argv = ctx.loader("download", *PRINTENV_ARGS[1:], "--repo", f"{repo.url}/{name}", "--cache-dir", cache,
@@ -277,13 +278,13 @@ def _download_runs(ctx: Context, repo: server.Repository, name: str, digest: str
         bare = measure.run([ctx.python, os.path.join(BENCH, "stdlib_download.py"), url, target, digest], timeout=600,
                            env=ctx.env, cwd=ctx.workdir)
         if not bare.ok:
-            raise RuntimeError("the standard-library floor failed: " + bare.describe_failure())
+            raise RuntimeError("the standard-library reference failed: " + bare.describe_failure())
         os.unlink(target)
         if round_number > 0:
             ours.append(run)
             baseline.append(fetched.wall + summed.wall)
-            floor.append(bare)
-    return ours, baseline, floor
+            reference.append(bare)
+    return ours, baseline, reference
 
 
 FLEET_ARTIFACT_SIZE = 4 * MIB
