@@ -496,19 +496,29 @@ def machine_lines(python: str) -> List[str]:
     ]
 
 
-def print_table(rows: Sequence[Row]) -> None:
+def table_lines(rows: Sequence[Row]) -> List[str]:
+    """The table in Markdown, then one line per note."""
     header = ("row", "measured", "baseline", "ratio", "target", "verdict")
     cells = [header] + [(r.name, r.measured, r.baseline, r.ratio, r.target, r.verdict) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = []
     for index, line in enumerate(cells):
-        print("| " + " | ".join(text.ljust(width) for text, width in zip(line, widths)) + " |")
+        lines.append("| " + " | ".join(text.ljust(width) for text, width in zip(line, widths)) + " |")
         if index == 0:
-            print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+            lines.append("|" + "|".join("-" * (width + 2) for width in widths) + "|")
     notes = [(r.name, note) for r in rows for note in r.notes]
     if notes:
-        print()
-        for name, note in notes:
-            print(f"- {name}: {note}")
+        lines.append("")
+        lines += [f"- {name}: {note}" for name, note in notes]
+    return lines
+
+
+def write_record(path: str, lines: Sequence[str]) -> None:
+    """The report, also kept in a file: written beside it, then renamed, so a reader never sees half of one."""
+    temp = f"{path}.partial-{os.getpid()}"
+    with open(temp, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(temp, path)
 
 
 def choose_python(requested: Optional[str]) -> Optional[str]:
@@ -543,6 +553,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--python",
                         help="interpreter that runs the loader and the Python baseline (default: this one, or the "
                              "checkout's .venv when this one lacks the loader's dependencies)")
+    parser.add_argument("--record", metavar="FILE", help="also write the report (machine, versions, table) to FILE")
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.rows.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in ROWS]
@@ -557,9 +568,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fdl-bench-") as workdir:
         ctx = Context(python=python, quick=args.quick, workdir=workdir, env=loader_env(workdir),
                       zipapp=os.path.abspath(args.zipapp) if args.zipapp else None)
-        for line in machine_lines(python):
-            print(line)
-        print()
+        report = machine_lines(python) + [""]
+        print("\n".join(report), flush=True)
         rows: List[Row] = []
         for name in wanted:
             print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -570,9 +580,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rows.append(Row(name=name, measured="error", baseline="-", ratio="-", target="-", met=False,
                                 notes=[str(error)]))
             print(f"  {name} took {time.monotonic() - row_started:.1f} s", file=sys.stderr, flush=True)
-    print_table(rows)
-    print(f"\n(bench took {time.monotonic() - started:.0f} s; load average at the end "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+    ending = table_lines(rows) + ["", f"(bench took {time.monotonic() - started:.0f} s; load average at the end "
+                                      f"{' '.join(f'{x:.2f}' for x in os.getloadavg())})"]
+    print("\n".join(ending))
+    if args.record:
+        write_record(args.record, report + ending)
     return 0 if all(r.met is not False for r in rows) else 1
 
 
