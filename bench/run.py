@@ -95,15 +95,14 @@ def startup_rows(ctx: Context) -> List[Row]:
         commands["zipapp"] = [ctx.python, ctx.zipapp, *PRINTENV_ARGS]
     runs = measure.interleaved(commands, rounds=rounds, warmup=2, timeout=60, env=ctx.env, cwd=REPO)
     bare = measure.median_wall(runs["python"])
-    bare_cpu = measure.median_cpu(runs["python"])
     rows = []
     for name, label in (("version", "--version"), ("printenv", "printenv")):
         wall = measure.median_wall(runs[name])
         ratio = wall / bare
         row = Row(
             name=f"startup {label}",
-            measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs[name]))})",
-            baseline=f"python -c pass {_ms(bare)} (cpu {_ms(bare_cpu)})",
+            measured=_times(runs[name]),
+            baseline=f"python -c pass {_times(runs['python'])}",
             ratio=f"{ratio:.2f}x",
             target="<= 4x" if name == "printenv" else "-",
             met=ratio <= 4.0 if name == "printenv" else None,
@@ -113,8 +112,8 @@ def startup_rows(ctx: Context) -> List[Row]:
         wall = measure.median_wall(runs["zipapp"])
         rows.append(Row(
             name="startup printenv, zipapp",
-            measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs['zipapp']))})",
-            baseline=f"python -c pass {_ms(bare)} (cpu {_ms(bare_cpu)})",
+            measured=_times(runs["zipapp"]),
+            baseline=f"python -c pass {_times(runs['python'])}",
             ratio=f"{wall / bare:.2f}x",
             target="-",
             met=None,
@@ -122,13 +121,8 @@ def startup_rows(ctx: Context) -> List[Row]:
         ))
     printenv_row = rows[1]
     imported = imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))
-    heavy = [m for m in PRINTENV_FORBIDDEN if imports_package(imported, m)]
     printenv_row.notes.append(f"median of {rounds} interleaved runs")
-    if heavy:
-        printenv_row.met = False
-        printenv_row.notes.append("printenv imports " + ", ".join(heavy))
-    else:
-        printenv_row.notes.append("imports none of " + ", ".join(PRINTENV_FORBIDDEN))
+    note_forbidden_imports(printenv_row, imported, PRINTENV_FORBIDDEN, "printenv")
     printenv_row.notes.append("heaviest imports (cumulative, as imported by the program): "
                               + heaviest_imports(imported))
     libraries, no_site = measure.median_wall(runs["libraries"]), measure.median_wall(runs["no-site"])
@@ -158,23 +152,17 @@ def fast_path_rows(ctx: Context) -> List[Row]:
     ratio = wall / printenv
     row = Row(
         name="fast path install",
-        measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs['install']))})",
-        baseline=f"printenv {_ms(printenv)} (cpu {_ms(measure.median_cpu(runs['printenv']))})",
+        measured=_times(runs["install"]),
+        baseline=f"printenv {_times(runs['printenv'])}",
         ratio=f"{ratio:.2f}x",
         target="< 1.5x",
         met=ratio < 1.5,
         notes=[f"median of {rounds} interleaved runs; module falco 8.0.0+driver loaded in a fake /sys"],
     )
     imported = imported_modules(ctx, install)
-    heavy = [m for m in FAST_PATH_FORBIDDEN if imports_package(imported, m)]
-    if heavy:
-        row.met = False
-        row.notes.append("the fast path imports " + ", ".join(heavy))
-    else:
-        row.notes.append("imports none of " + ", ".join(FAST_PATH_FORBIDDEN))
+    note_forbidden_imports(row, imported, FAST_PATH_FORBIDDEN, "the fast path")
     printenv_imports = {m.name for m in imported_modules(ctx, ctx.loader(*PRINTENV_ARGS))}
-    row.notes.append("imports beyond printenv's: "
-                     + heaviest_packages([m for m in imported if m.name not in printenv_imports]))
+    note_imports_beyond(row, imported, printenv_imports)
     return [row, cached_download_row(ctx, rounds, printenv_imports)]
 
 
@@ -198,8 +186,8 @@ def cached_download_row(ctx: Context, rounds: int, printenv_imports: Set[str]) -
     printenv, wall = measure.median_wall(runs["printenv"]), measure.median_wall(runs["cached"])
     row = Row(
         name="download, cache hit",
-        measured=f"{_ms(wall)} (cpu {_ms(measure.median_cpu(runs['cached']))})",
-        baseline=f"printenv {_ms(printenv)} (cpu {_ms(measure.median_cpu(runs['printenv']))})",
+        measured=_times(runs["cached"]),
+        baseline=f"printenv {_times(runs['printenv'])}",
         ratio=f"{wall / printenv:.2f}x",
         target="-",
         met=None,
@@ -207,14 +195,8 @@ def cached_download_row(ctx: Context, rounds: int, printenv_imports: Set[str]) -
                "its sidecar digest and re-hashed on every reuse; --verify strict; the repository's port closed"],
     )
     imported = imported_modules(ctx, cached)
-    heavy = [m for m in CACHE_HIT_FORBIDDEN if imports_package(imported, m)]
-    if heavy:
-        row.met = False
-        row.notes.append("the cache hit imports " + ", ".join(heavy))
-    else:
-        row.notes.append("imports none of " + ", ".join(CACHE_HIT_FORBIDDEN))
-    row.notes.append("imports beyond printenv's: "
-                     + heaviest_packages([m for m in imported if m.name not in printenv_imports]))
+    note_forbidden_imports(row, imported, CACHE_HIT_FORBIDDEN, "the cache hit")
+    note_imports_beyond(row, imported, printenv_imports)
     return row
 
 
@@ -446,6 +428,26 @@ def heaviest_packages(modules: Sequence[Import], count: int = 6) -> str:
 def heaviest_imports(modules: Sequence[Import], count: int = 6) -> str:
     top = sorted((m for m in modules if m.depth == 0), key=lambda m: -m.cumulative_us)[:count]
     return ", ".join(f"{m.name} {m.cumulative_us / 1000:.1f} ms" for m in top)
+
+
+def note_forbidden_imports(row: Row, imported: Sequence[Import], forbidden: Sequence[str], subject: str) -> None:
+    """Fail `row` if `subject` imported any `forbidden` package; say which, or that it imported none."""
+    heavy = [m for m in forbidden if imports_package(imported, m)]
+    if heavy:
+        row.met = False
+        row.notes.append(f"{subject} imports " + ", ".join(heavy))
+    else:
+        row.notes.append("imports none of " + ", ".join(forbidden))
+
+
+def note_imports_beyond(row: Row, imported: Sequence[Import], printenv_imports: Set[str]) -> None:
+    row.notes.append("imports beyond printenv's: "
+                     + heaviest_packages([m for m in imported if m.name not in printenv_imports]))
+
+
+def _times(runs: Sequence[measure.Run]) -> str:
+    """Median wall time, with the median CPU time beside it."""
+    return f"{_ms(measure.median_wall(runs))} (cpu {_ms(measure.median_cpu(runs))})"
 
 
 def _ms(seconds: float) -> str:
