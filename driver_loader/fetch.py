@@ -24,6 +24,7 @@ from driver_loader.checksums import (
     Expectation,
 )
 from driver_loader.errors import HttpFailure, LoaderError, NoDriverError, VerificationError
+from driver_loader.http_checks import require_ca_bundle
 from driver_loader.index import VersionIndex
 from driver_loader.log import get_logger
 from driver_loader.naming import Candidate
@@ -81,6 +82,7 @@ def fetch_artifact(
 ) -> FetchResult:
     """The verified artifact for `plan`, from the cache or a repository. Without `session`, one is built when the
     first request is made: a verified cache entry is reused without importing the HTTP stack."""
+    require_ca_bundle(settings.http)
     cache = cache or ArtifactCache(settings.cache_dir)
     return _Fetcher(plan, settings, session, cache, progress).run()
 

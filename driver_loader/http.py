@@ -28,7 +28,8 @@ from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from driver_loader import __version__
-from driver_loader.errors import NOT_FOUND_STATUSES, HttpFailure, InsecureRedirectError, UsageError
+from driver_loader.errors import NOT_FOUND_STATUSES, HttpFailure, InsecureRedirectError
+from driver_loader.http_checks import require_ca_bundle
 from driver_loader.log import get_logger
 from driver_loader.redaction import redact_text, redact_url, secret_values
 from driver_loader.settings import HttpOptions
@@ -339,11 +340,7 @@ def _describe_error(exc: BaseException) -> str:
 def build_session(options: HttpOptions, *, sleep: Sleep = time.sleep,
                   rand: Callable[[], float] = random.random, repos: Iterable[str] = ()) -> LoaderSession:
     """The run's Session. `repos` are only used to learn which credentials to redact."""
-    if options.ca_bundle and not os.path.exists(options.ca_bundle):
-        raise UsageError(
-            f"CA bundle {options.ca_bundle!r} does not exist",
-            hint="pass an existing PEM file with --ca-bundle, or unset REQUESTS_CA_BUNDLE / SSL_CERT_FILE",
-        )
+    require_ca_bundle(options)
     session = LoaderSession(options, sleep=sleep, rand=rand, extra_secrets=secret_values((), repos))
     if options.insecure:
         warnings.filterwarnings("ignore", category=InsecureRequestWarning)

@@ -169,6 +169,13 @@ def test_headers_are_sent_and_credentials_stay_out_of_the_output(server, downloa
     assert "****@127.0.0.1" in result.stdout
 
 
+def test_a_missing_ca_bundle_is_exit_2_before_the_cache_is_touched(download, tmp_path):
+    result = download("--repo", f"https://127.0.0.1:{closed_port()}/driver", "--ca-bundle", str(tmp_path / "no.pem"))
+    assert result.returncode == 2, result.stderr
+    assert "CA bundle" in result.stderr and "does not exist" in result.stderr and "next:" in result.stderr
+    assert not download.cache_dir.exists()
+
+
 def test_tls_needs_the_ca_bundle(download, tls_files, monkeypatch):
     from pytest_httpserver import HTTPServer
 
