@@ -11,6 +11,7 @@ Nothing here asserts: it measures, compares with the targets and says which were
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import platform
@@ -518,9 +519,14 @@ def table_lines(rows: Sequence[Row]) -> List[str]:
 def write_record(path: str, lines: Sequence[str]) -> None:
     """The report, also kept in a file: written beside it, then renamed, so a reader never sees half of one."""
     temp = f"{path}.partial-{os.getpid()}"
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(temp, path)
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def choose_python(requested: Optional[str]) -> Optional[str]:
@@ -561,6 +567,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = [name for name in wanted if name not in ROWS]
     if unknown:
         parser.error(f"unknown rows: {', '.join(unknown)}")
+    if args.record and not os.path.isdir(os.path.dirname(os.path.abspath(args.record))):
+        parser.error(f"--record: no directory to write {args.record} in")
     python = choose_python(args.python)
     if python is None:
         print(f"error: {sys.executable} cannot import the loader's dependencies ({', '.join(LOADER_DEPENDENCIES)}); "
