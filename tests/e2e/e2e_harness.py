@@ -42,6 +42,8 @@ PACKAGES = (
     "falcosecurity-scap-dkms",
     "kmod",
     "busybox-static",
+    "file",
+    "iproute2",
     "gcc",
     "make",
     "python3-venv",
