@@ -27,7 +27,7 @@ from driver_loader.headers import headers_hint
 from driver_loader.host import resolve_in_root
 from driver_loader.log import get_logger
 from driver_loader.naming import unsafe_reason
-from driver_loader.settings import Settings
+from driver_loader.settings import DEFAULT_TOOL_TIMEOUT, Settings
 from driver_loader.versions import publishes_ebpf_probe
 
 if TYPE_CHECKING:
@@ -38,8 +38,9 @@ log = get_logger()
 VERIFIED_BY = "local-build"
 LOG_TAIL_LINES = 40
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
-_PROBE_TIMEOUT = 30.0
-_DKMS_QUERY_TIMEOUT = 300.0
+_PROBE_TIMEOUT = 60.0
+BUILD_TIMEOUT_KNOB = "--build-timeout SECONDS (or FALCOCTL_DRIVER_BUILD_TIMEOUT)"
+TOOL_TIMEOUT_KNOB = "--tool-timeout SECONDS (or FALCOCTL_DRIVER_TOOL_TIMEOUT)"
 # `gcc` and versioned siblings (`gcc-12`, `gcc-4.8`); not gcc-ar, gcc-nm, gcc-ranlib and the like.
 _COMPILER_NAME = re.compile(r"^gcc(-\d+(\.\d+)*)?$")
 # One `dkms status` line: DKMS 2.x `name, version, kernel, arch: state`, DKMS 3.x `name/version, kernel, arch: state`
@@ -380,6 +381,14 @@ def _build_kmod(
     elif last is not None:
         tried.append(f"no make.log under {layout.dkms_tree}/{name}/{version}; dkms output (last lines):")
         tried.extend(tail_lines(last.output))
+    if last is not None and last.timed_out:
+        raise NoDriverError(
+            f"DKMS did not finish building the {name} kernel module {version} for kernel {release} within "
+            f"{settings.build_timeout:g} s",
+            tried=tried,
+            hint=f"give the build more time with {BUILD_TIMEOUT_KNOB} (a build under emulation or on a busy node "
+            "takes minutes), or use a prebuilt driver or the modern_ebpf driver",
+        )
     raise NoDriverError(
         f"DKMS could not build the {name} kernel module {version} for kernel {release}"
         + (f" (see {make_log})" if make_log else ""),
@@ -431,7 +440,8 @@ def _build_ebpf(
         f"could not build the eBPF probe {version} for kernel {release}: {outcome}",
         tried=[f"make -C {bpf_dir} KERNELDIR={headers.path}: {outcome}", f"make output (last {LOG_TAIL_LINES} lines):"]
         + tail_lines(result.output),
-        hint="the kernel headers must match the running kernel and clang must be recent enough for it; "
+        hint=(f"give the build more time with {BUILD_TIMEOUT_KNOB}; " if result.timed_out else "")
+        + "the kernel headers must match the running kernel and clang must be recent enough for it; "
         "the modern_ebpf driver needs no build",
     )
 
@@ -532,26 +542,27 @@ def build_artifact(
     return BuildResult(entry.path, entry.sha256, VERIFIED_BY, log_path)
 
 
-def remove_dkms_state(name: str, runner: Optional[CommandRunner] = None) -> DkmsRemoval:
+def remove_dkms_state(name: str, runner: Optional[CommandRunner] = None, *,
+                      timeout: float = DEFAULT_TOOL_TIMEOUT) -> DkmsRemoval:
     """Remove every version of module `name` from DKMS (all kernels). No dkms on this host is not an error."""
     runner = runner or CommandRunner()
     if runner.which("dkms") is None:
         log.info("skipping dkms remove: dkms not found")
         return DkmsRemoval((), ())
-    status = runner.run(["dkms", "status", "-m", name], timeout=_DKMS_QUERY_TIMEOUT)
+    status = runner.run(["dkms", "status", "-m", name], timeout=timeout)
     if not status.ok:
-        log.warning("cannot list dkms modules", module=name, result=status.describe(_DKMS_QUERY_TIMEOUT),
+        log.warning("cannot list dkms modules", module=name, result=status.describe(timeout),
                     output=" ".join(tail_lines(status.output, 3)))
         return DkmsRemoval((), ())
     removed: List[str] = []
     failed: List[str] = []
     for version in parse_dkms_status(status.stdout, name):
-        result = runner.run(["dkms", "remove", "-m", name, "-v", version, "--all"], timeout=_DKMS_QUERY_TIMEOUT)
+        result = runner.run(["dkms", "remove", "-m", name, "-v", version, "--all"], timeout=timeout)
         if result.ok:
             removed.append(version)
             log.info("removed from dkms", module=name, version=version)
         else:
             failed.append(version)
             log.warning("dkms remove failed", module=name, version=version,
-                        result=result.describe(_DKMS_QUERY_TIMEOUT), output=" ".join(tail_lines(result.output, 3)))
+                        result=result.describe(timeout), output=" ".join(tail_lines(result.output, 3)))
     return DkmsRemoval(tuple(removed), tuple(failed))

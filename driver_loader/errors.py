@@ -65,14 +65,27 @@ class UnsupportedHostError(LoaderError):
 class HttpFailure(LoaderError):
     """A request that did not return the wanted document. `status` is None when no HTTP answer came back."""
 
-    def __init__(self, message: str, *, url: str, status: Optional[int] = None, hint: str = "") -> None:
+    def __init__(self, message: str, *, url: str, status: Optional[int] = None, hint: str = "",
+                 unreachable: bool = False) -> None:
         super().__init__(message, hint=hint)
         self.url = url
         self.status = status
+        # No connection could be made at all (DNS, refused, unreachable, connect timeout): the network's fault,
+        # not the repository's answer.
+        self.unreachable = unreachable
 
     @property
     def not_found(self) -> bool:
         return self.status in NOT_FOUND_STATUSES
+
+
+class NetworkError(LoaderError):
+    """No repository could be reached: every request failed before an HTTP answer came back."""
+
+    def __init__(self, message: str, *, repos: Sequence[str], tried: Sequence[str] = (), hint: str = "",
+                 exit_code: Optional[ExitCode] = None) -> None:
+        super().__init__(message, tried=tried, hint=hint, exit_code=exit_code)
+        self.repos = tuple(repos)
 
 
 class InsecureRedirectError(HttpFailure):

@@ -23,7 +23,7 @@ from driver_loader.checksums import (
     ChecksumResolver,
     Expectation,
 )
-from driver_loader.errors import HttpFailure, LoaderError, NoDriverError, VerificationError
+from driver_loader.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
 from driver_loader.http_checks import require_ca_bundle
 from driver_loader.index import VersionIndex
 from driver_loader.log import get_logger
@@ -39,6 +39,9 @@ log = get_logger(__name__)
 
 ADVICE = "build it locally with --compile, add a repository that has it with --repo, or use --type modern_ebpf"
 NOT_FOUND, TRANSPORT, VERIFICATION, REJECTED = "not found", "transport", "verification", "rejected"
+UNREACHABLE = "unreachable"  # no connection at all: DNS, refused, unreachable, connect timeout
+NETWORK_ADVICE = ("check the node's network, DNS and proxy (HTTPS_PROXY, NO_PROXY; --log-level debug shows the "
+                  "proxy used), or point --repo at a mirror the node can reach")
 _CHECKED_BY_A_PUBLISHED_DIGEST = (VERIFIED_PINNED, VERIFIED_SIDECAR, VERIFIED_SUMS, LOCAL_BUILD)
 
 Progress = Callable[[int, Optional[int]], None]
@@ -59,6 +62,7 @@ class Attempt:
     url: str
     outcome: str
     detail: str
+    hint: str = ""
 
     def __str__(self) -> str:
         return f"{self.url}: {self.detail}"
@@ -223,8 +227,8 @@ class _Fetcher:
                 self._record(safe_url, TRANSPORT, broken.failure.message, started)
                 return None
             except HttpFailure as failure:
-                outcome = NOT_FOUND if failure.not_found else TRANSPORT
-                self._record(safe_url, outcome, self._http_detail(failure, url), started)
+                outcome = NOT_FOUND if failure.not_found else UNREACHABLE if failure.unreachable else TRANSPORT
+                self._record(safe_url, outcome, self._http_detail(failure, url), started, hint=failure.hint)
                 return None
             except VerificationError as failure:
                 self._record(safe_url, VERIFICATION, failure.message, started)
@@ -272,9 +276,9 @@ class _Fetcher:
             return failure.message
         return f"fetching {failure.url}: {failure.message}"  # the failing request was a checksum document
 
-    def _record(self, safe_url: str, outcome: str, detail: str, started: float) -> None:
+    def _record(self, safe_url: str, outcome: str, detail: str, started: float, hint: str = "") -> None:
         elapsed = _elapsed(started)
-        self.attempts.append(Attempt(safe_url, outcome, detail))
+        self.attempts.append(Attempt(safe_url, outcome, detail, hint))
         log.info("download attempt failed", url=safe_url, result=detail, elapsed=elapsed)
 
     # -- giving up --------------------------------------------------------------------------------------------------
@@ -290,12 +294,23 @@ class _Fetcher:
                                      hint="nothing unverified was kept; " + ADVICE)
         if outcomes <= {NOT_FOUND}:
             return NoDriverError(f"no prebuilt {what} was found", tried=tried, hint=ADVICE)
+        if outcomes == {UNREACHABLE}:
+            repos = [redact_url(r) for r in self.settings.repos]
+            return NetworkError(
+                f"could not reach the driver repositor{'y' if len(repos) == 1 else 'ies'} {', '.join(repos)} "
+                f"({self.attempts[-1].detail}), so no prebuilt {plan.driver_type} could be looked for",
+                repos=repos, tried=tried, hint=NETWORK_ADVICE,
+            )
         failed = sum(1 for a in self.attempts if a.outcome != NOT_FOUND)
+        hints = list(dict.fromkeys(a.hint for a in self.attempts if a.hint))
+        if UNREACHABLE in outcomes:
+            hints.append(NETWORK_ADVICE)
         return LoaderError(
             f"could not download a prebuilt {what}: {failed} of {len(self.attempts)} attempts failed for reasons "
             "other than 'not found'",
             tried=tried,
-            hint="check the network, proxy and TLS settings (--log-level debug shows more), or " + ADVICE,
+            hint="; ".join(hints or ["check the network, proxy and TLS settings (--log-level debug shows more)"])
+            + "; or " + ADVICE,
         )
 
 

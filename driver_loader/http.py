@@ -18,7 +18,7 @@ import stat
 import time
 import warnings
 from itertools import takewhile
-from typing import Callable, Dict, Iterable, Iterator, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
@@ -182,6 +182,9 @@ class LoaderSession(requests.Session):
         self._secrets = set(secret_values(options.headers, ())) | set(extra_secrets)
         self._documents: Dict[str, Union[Optional[str], HttpFailure]] = {}
         self._logged_proxies: set = set()
+        # Hosts no connection could be made to, after retries: asked again, they fail at once. A node whose
+        # network is down then learns it in one retry cycle per host, not one per URL.
+        self._unreachable: Dict[Tuple[str, Optional[str], Optional[int]], HttpFailure] = {}
         retry = JitteredRetry(
             total=options.retries, connect=options.retries, read=options.retries, status=options.retries,
             other=0, redirect=None, backoff_factor=0, status_forcelist=RETRY_STATUSES,
@@ -273,11 +276,20 @@ class LoaderSession(requests.Session):
         return body.decode("utf-8", errors="replace")
 
     def _get(self, url: str) -> requests.Response:
+        earlier = self._unreachable.get(_host_key(url))
+        if earlier is not None:
+            raise HttpFailure(f"{earlier.message} (not asked again: the host was unreachable earlier in this run)",
+                              url=redact_url(url), unreachable=True, hint=earlier.hint)
         self._log_proxy(url)
         try:
             return self.get(url, stream=True, timeout=self.timeouts, verify=self.verify_setting)
         except (requests.RequestException, OSError) as exc:
-            raise self._failure(url, exc) from None
+            failure = self._failure(url, exc)
+            if failure.unreachable:
+                # The host that could not be reached: after a redirect, that is the redirect's target.
+                request = getattr(exc, "request", None)
+                self._unreachable[_host_key(getattr(request, "url", None) or url)] = failure
+            raise failure from None
 
     def _log_proxy(self, url: str) -> None:
         scheme = urlsplit(url).scheme
@@ -302,8 +314,10 @@ class LoaderSession(requests.Session):
             )
         if isinstance(exc, requests.TooManyRedirects):
             return HttpFailure(f"more than {MAX_REDIRECTS} redirects", url=safe_url)
+        unreachable = False
         if isinstance(exc, requests.exceptions.ConnectTimeout):
             what = f"connection timed out after {self.timeouts[0]:g}s"
+            unreachable = True
         elif isinstance(exc, requests.exceptions.ReadTimeout) or "Read timed out" in str(exc):
             what = f"no data for {self.timeouts[1]:g}s"
         elif isinstance(exc, requests.exceptions.InvalidURL):
@@ -312,7 +326,17 @@ class LoaderSession(requests.Session):
             what = f"transfer interrupted: {_describe_error(exc)}"
         else:
             what = _describe_error(exc)
-        return HttpFailure(self.redact(what), url=safe_url)
+            unreachable = isinstance(exc, requests.exceptions.ConnectionError)
+        return HttpFailure(self.redact(what), url=safe_url, unreachable=unreachable)
+
+
+def _host_key(url: str) -> Tuple[str, Optional[str], Optional[int]]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme, parts.hostname, port
 
 
 def _describe_error(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from driver_loader.driver_types import DriverType
 from driver_loader.ebpf_probe import point_probe_link, probe_link_path
-from driver_loader.errors import LoaderError, NoDriverError, UnsupportedHostError, VerificationError
+from driver_loader.errors import LoaderError, NetworkError, NoDriverError, UnsupportedHostError, VerificationError
 from driver_loader.falco_config import engine_config_path, write_engine_config
 from driver_loader.kmod import KernelModules, LoadedModule, load_module, persist_module, unload_module
 from driver_loader.log import get_logger
@@ -238,7 +238,8 @@ def _install_kmod(plan: Plan, settings: Settings, edges: Edges) -> InstallResult
     config = _tell_falco(settings, DriverType.KMOD, None, actions)
     if settings.persist:
         persisted = persist_module(verified.elf, name=name, release=plan.kernel_release,
-                                   host_root=settings.host_root, runner=edges.runner)
+                                   host_root=settings.host_root, runner=edges.runner,
+                                   timeout=settings.tool_timeout)
         actions.append(f"installed {persisted} and ran depmod")
     return InstallResult(DriverType.KMOD, artifact.source, artifact=artifact.path, version=version,
                          falco_config=config, actions=tuple(actions))
@@ -464,6 +465,17 @@ def _no_artifact(plan: Plan, settings: Settings, failures: List[Tuple[str, Loade
     for label, error in failures:
         tried.append(f"{label}: {error.message}")
         tried += [f"  {item}" for item in error.tried]
+    network = [error for _, error in failures if isinstance(error, NetworkError)]
+    if network:
+        # The network is the cause to fix first: a local build is the fallback, not the remedy.
+        others = [error.hint for _, error in failures if not isinstance(error, NetworkError) and error.hint]
+        return error_type(
+            f"no usable {plan.driver_type} for kernel {plan.kernel_release}: the driver repositories "
+            f"({', '.join(network[0].repos)}) could not be reached, and "
+            + "; ".join(f"{label} failed" for label, error in failures if not isinstance(error, NetworkError)),
+            tried=tried,
+            hint=network[0].hint + (f"; to build locally instead: {others[-1]}" if others else ""),
+        )
     return error_type(
         f"no usable {plan.driver_type} for kernel {plan.kernel_release}: "
         + "; ".join(f"{label} failed" for label, _ in failures),

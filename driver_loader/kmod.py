@@ -18,7 +18,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from driver_loader.errors import LoaderError, LoadError, UsageError
 from driver_loader.log import get_logger
-from driver_loader.settings import normalize_arch
+from driver_loader.settings import DEFAULT_TOOL_TIMEOUT, normalize_arch
 
 log = get_logger(__name__)
 
@@ -425,7 +425,8 @@ def load_error(
 # Persisting across reboots
 
 
-def persist_module(data: bytes, *, name: str, release: str, host_root: str = "/", runner=None) -> str:
+def persist_module(data: bytes, *, name: str, release: str, host_root: str = "/", runner=None,
+                   timeout: float = DEFAULT_TOOL_TIMEOUT) -> str:
     """Install the verified module bytes as <host root>/lib/modules/<release>/extra/<name>.ko and run depmod, so
     `modprobe <name>` finds it after a reboot. The file appears whole or not at all."""
     directory = os.path.join(host_root, "lib/modules", release, "extra")
@@ -442,12 +443,13 @@ def persist_module(data: bytes, *, name: str, release: str, host_root: str = "/"
             hint="the module is loaded, but it will not come back after a reboot; check that /lib/modules is "
             "writable (the host's, when running in a container)",
         ) from None
-    run_depmod(release, host_root=host_root, runner=runner)
+    run_depmod(release, host_root=host_root, runner=runner, timeout=timeout)
     log.info("installed the module for modprobe", path=path)
     return path
 
 
-def remove_persisted_module(*, name: str, release: str, host_root: str = "/", runner=None) -> Optional[str]:
+def remove_persisted_module(*, name: str, release: str, host_root: str = "/", runner=None,
+                            timeout: float = DEFAULT_TOOL_TIMEOUT) -> Optional[str]:
     """Undo persist_module; returns the removed path, or None when there was nothing."""
     path = os.path.join(host_root, "lib/modules", release, "extra", f"{name}.ko")
     if not os.path.lexists(path):
@@ -456,7 +458,7 @@ def remove_persisted_module(*, name: str, release: str, host_root: str = "/", ru
         os.unlink(path)
     except OSError as exc:
         raise LoaderError(f"cannot remove {path}: {exc.strerror or exc}") from None
-    run_depmod(release, host_root=host_root, runner=runner)
+    run_depmod(release, host_root=host_root, runner=runner, timeout=timeout)
     return path
 
 
@@ -465,16 +467,20 @@ def depmod_argv(release: str, host_root: str = "/") -> List[str]:
     return ["depmod"] + (["-b", host_root] if host_root.rstrip("/") else []) + ["-a", release]
 
 
-def run_depmod(release: str, *, host_root: str = "/", runner=None) -> None:
+def run_depmod(release: str, *, host_root: str = "/", runner=None, timeout: float = DEFAULT_TOOL_TIMEOUT) -> None:
     if runner is None:
         from driver_loader.build import CommandRunner
 
         runner = CommandRunner()
     argv = depmod_argv(release, host_root)
-    result = runner.run(argv, timeout=_INSMOD_TIMEOUT)
+    result = runner.run(argv, timeout=timeout)
     if not result.ok:
+        from driver_loader.build import TOOL_TIMEOUT_KNOB
+
         raise LoaderError(
-            f"depmod failed for kernel {release}: {result.describe(_INSMOD_TIMEOUT)}",
+            f"depmod failed for kernel {release}: {result.describe(timeout)}",
             tried=[" ".join(argv), *result.output.strip().splitlines()[-3:]],
-            hint="install kmod (depmod), or run `depmod -a` yourself so modprobe sees the module",
+            hint=(f"give depmod more time with {TOOL_TIMEOUT_KNOB}, or run `depmod -a` yourself"
+                  if result.timed_out else
+                  "install kmod (depmod), or run `depmod -a` yourself so modprobe sees the module"),
         )

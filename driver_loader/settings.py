@@ -21,6 +21,10 @@ DEFAULT_REPO = "https://download.falco.org/driver"
 DEFAULT_CONFIG_PATH = "/etc/falcoctl/falcoctl.yaml"
 DEFAULT_FALCO_CONFIG_DIR = "/etc/falco"
 DEFAULT_DRIVER_NAME = "falco"
+# A DKMS build under emulation or on a busy 2-core node takes minutes; the systemd units allow 20 minutes in all.
+DEFAULT_BUILD_TIMEOUT = 900.0
+# depmod, dkms status/remove: seconds on a quiet host, minutes on a loaded or emulated one.
+DEFAULT_TOOL_TIMEOUT = 600.0
 ALLOWED_REPO_SCHEMES = ("http", "https", "file")
 VERIFY_POLICIES = ("auto", "strict", "off")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -68,7 +72,8 @@ class Settings:
     unload_retries: int = 5
     persist: bool = False
     dry_run: bool = False
-    build_timeout: float = 900.0
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT
+    tool_timeout: float = DEFAULT_TOOL_TIMEOUT
     output: str = "text"
 
     @property
@@ -129,6 +134,17 @@ def _as_list(value: Any) -> list:
     if isinstance(value, str):
         return [value]
     return [str(v) for v in value]
+
+
+def _seconds(option: str, value: Any) -> float:
+    """A positive, finite number of seconds, or a usage error naming the option."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{option} expects a number of seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{option} must be a positive, finite number of seconds, got {value!r}")
+    return seconds
 
 
 def _first(*candidates: Any) -> Any:
@@ -261,6 +277,9 @@ def resolve_settings(
         unload_retries=int(_first(flags.get("unload_retries"), 5)),
         persist=bool(_first(flags.get("persist"), False)),
         dry_run=bool(_first(flags.get("dry_run"), False)),
-        build_timeout=float(_first(flags.get("build_timeout"), 900.0)),
+        build_timeout=_seconds("--build-timeout", _first(flags.get("build_timeout"),
+                               env.get("FALCOCTL_DRIVER_BUILD_TIMEOUT"), DEFAULT_BUILD_TIMEOUT)),
+        tool_timeout=_seconds("--tool-timeout", _first(flags.get("tool_timeout"),
+                              env.get("FALCOCTL_DRIVER_TOOL_TIMEOUT"), DEFAULT_TOOL_TIMEOUT)),
         output=output,
     )

@@ -29,3 +29,9 @@ def _isolated_env(monkeypatch, tmp_path):
         if key.startswith(("FALCOCTL_", "DRIVER", "FALCO_BPF_PROBE")) or key in ("HOST_ROOT",):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def httpserver_listen_address():
+    """pytest-httpserver's own fixture binds `localhost`, which needs a resolver that a minimal root may lack."""
+    return ("127.0.0.1", 0)

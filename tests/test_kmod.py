@@ -5,6 +5,7 @@ import stat
 import pytest
 from fake_kernel import FakeKernel
 
+from driver_loader.build import CommandResult
 from driver_loader.errors import ExitCode, LoaderError, LoadError
 from driver_loader.kmod import (
     SYSCALLS,
@@ -19,32 +20,24 @@ from driver_loader.kmod import (
 )
 
 
-class Result:
-    def __init__(self, returncode=0, output=""):
-        self.returncode = returncode
-        self.stdout = output
-        self.stderr = ""
-        self.output = output
-
-    @property
-    def ok(self):
-        return self.returncode == 0
-
-    def describe(self, timeout):
-        return f"exit status {self.returncode}"
+def Result(returncode=0, output="", timed_out=False):
+    return CommandResult((), None if timed_out else returncode, output, "", timed_out=timed_out)
 
 
 class Runner:
-    def __init__(self, returncode=0):
+    def __init__(self, returncode=0, timed_out=False):
         self.argvs = []
+        self.timeouts = []
         self.returncode = returncode
+        self.timed_out = timed_out
 
     def which(self, program):
         return f"/usr/sbin/{program}"
 
     def run(self, argv, *, timeout, env=None, cwd=None):
         self.argvs.append(list(argv))
-        return Result(self.returncode, "depmod: ERROR: boom" if self.returncode else "")
+        self.timeouts.append(timeout)
+        return Result(self.returncode, "depmod: ERROR: boom" if self.returncode else "", timed_out=self.timed_out)
 
 
 @pytest.fixture
@@ -359,6 +352,21 @@ def test_depmod_targets_the_host_modules(host_root, argv):
 def test_a_failing_depmod_is_reported(tmp_path):
     with pytest.raises(LoaderError, match="depmod failed"):
         persist_module(b"x", name="falco", release="6.1.0", host_root=str(tmp_path), runner=Runner(returncode=1))
+
+
+def test_depmod_gets_the_tool_timeout_and_a_timeout_names_the_knob(tmp_path):
+    runner = Runner(timed_out=True)
+    with pytest.raises(LoaderError) as caught:
+        persist_module(b"x", name="falco", release="6.1.0", host_root=str(tmp_path), runner=runner, timeout=1234.0)
+    assert runner.timeouts == [1234.0]
+    assert "timed out after 1234 s" in caught.value.message
+    assert "--tool-timeout" in caught.value.hint and "FALCOCTL_DRIVER_TOOL_TIMEOUT" in caught.value.hint
+
+
+def test_depmod_default_timeout_fits_a_slow_machine(tmp_path):
+    runner = Runner()
+    persist_module(b"x", name="falco", release="6.1.0", host_root=str(tmp_path), runner=runner)
+    assert runner.timeouts[0] >= 600
 
 
 def test_remove_persisted_module_is_idempotent(tmp_path):

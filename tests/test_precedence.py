@@ -69,6 +69,14 @@ ROWS = {
          ("https://legacy.example/d", "https://legacy2.example/d")),
         (config({"repos": ["https://config.example/d"]}), ("https://config.example/d",)),
     ], (DEFAULT_REPO,)),
+    "build timeout": (lambda s: s.build_timeout, [
+        (flag("--build-timeout", "1800"), 1800.0),
+        (env("FALCOCTL_DRIVER_BUILD_TIMEOUT", "2400"), 2400.0),
+    ], 900.0),
+    "tool timeout": (lambda s: s.tool_timeout, [
+        (flag("--tool-timeout", "900"), 900.0),
+        (env("FALCOCTL_DRIVER_TOOL_TIMEOUT", "1200"), 1200.0),
+    ], 600.0),
     "driver name": (lambda s: s.driver_name, [
         (flag("--name", "from-flag"), "from-flag"),
         (env("FALCOCTL_DRIVER_NAME", "from-falcoctl-env"), "from-falcoctl-env"),

@@ -84,7 +84,10 @@ FETCH_OPTIONS = [
 ]
 
 BUILD_OPTIONS = [
-    click.option("--build-timeout", type=float, default=None, help="Seconds per build attempt (default 900)."),
+    click.option("--build-timeout", type=float, default=None,
+                 help="Seconds per build attempt, DKMS or make (default 900; env FALCOCTL_DRIVER_BUILD_TIMEOUT)."),
+    click.option("--tool-timeout", type=float, default=None,
+                 help="Seconds for depmod and dkms status/remove (default 600; env FALCOCTL_DRIVER_TOOL_TIMEOUT)."),
 ]
 
 INSTALL_OPTIONS = [

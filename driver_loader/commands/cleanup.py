@@ -56,13 +56,13 @@ def cleanup(
                                         hint="run cleanup as root"))
     release = kernel_facts(settings)[0]
     persisted = step(remove_persisted_module, name=name, release=release, host_root=settings.host_root,
-                     runner=runner)
+                     runner=runner, timeout=settings.tool_timeout)
     if persisted:
         actions.append(f"removed {persisted} and ran depmod")
     from driver_loader.build import remove_dkms_state
 
     for dkms_name in dict.fromkeys((settings.driver_name, name)):
-        removal = step(remove_dkms_state, dkms_name, runner=runner)
+        removal = step(remove_dkms_state, dkms_name, runner=runner, timeout=settings.tool_timeout)
         if removal is not None:
             actions += [f"removed {dkms_name} {version} from DKMS" for version in removal.removed]
             problems += [LoaderError(f"dkms remove of {dkms_name} {version} failed") for version in removal.failed]
@@ -107,6 +107,8 @@ def _clean_cache(settings: Settings, cache: Optional[Any], step) -> List[str]:
 
 @click.command("cleanup")
 @resolution_options
+@click.option("--tool-timeout", type=float, default=None,
+              help="Seconds for depmod and dkms status/remove (default 600; env FALCOCTL_DRIVER_TOOL_TIMEOUT).")
 @click.option("--cache", "clean_cache", is_flag=True, default=False,
               help="Also remove this driver's cached artifacts.")
 @click.option("--unload-retries", type=int, default=None, help="Unload attempts while the module is busy.")
