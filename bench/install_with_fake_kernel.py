@@ -1,4 +1,4 @@
-"""`falco-driver-loader install ...` with the kernel-module seam (driver_loader.kmod.KernelModules) rooted in a fake
+"""`falco-driver-loader install ...` with the kernel-module seam (`KernelModules`) rooted in a fake
 /sys, /proc and /dev, for the fast-path row: the real command line and pipeline, minus the real kernel.
 
     python bench/install_with_fake_kernel.py KERNEL_ROOT install --type kmod ...
@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 
-from driver_loader import cli
-from driver_loader.commands import install as install_command
-from driver_loader.install import Edges
-from driver_loader.kmod import KernelModules
+from driver_loader.cli import main as cli
+from driver_loader.cli.commands import install as install_command
+from driver_loader.kernel.modules import KernelModules
+from driver_loader.pipeline.install import Edges
 
 
 def main() -> None:

@@ -42,11 +42,11 @@ PRINTENV_LIBRARIES = ("click", "distro", "packaging.version")
 PRINTENV_FORBIDDEN = ("requests", "urllib3", "elftools", "structlog")
 
 # ... and the already-loaded fast path must not touch the network or parse ELF files either.
-FAST_PATH_FORBIDDEN = ("requests", "urllib3", "elftools", "driver_loader.fetch", "driver_loader.http",
-                       "driver_loader.elf", "driver_loader.checks", "driver_loader.build")
+FAST_PATH_FORBIDDEN = ("requests", "urllib3", "elftools", "driver_loader.net.fetch", "driver_loader.net.http",
+                       "driver_loader.artifacts.elf", "driver_loader.core.checks", "driver_loader.build.local_build")
 
 # ... and reusing a verified cache entry needs no HTTP.
-CACHE_HIT_FORBIDDEN = ("requests", "urllib3", "driver_loader.http")
+CACHE_HIT_FORBIDDEN = ("requests", "urllib3", "driver_loader.net.http")
 
 # Environment variables that steer the loader; the bench sets what it needs and drops the rest.
 LOADER_ENV_PREFIXES = ("FALCOCTL_", "DRIVER", "FALCO_", "HOST_ROOT", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",

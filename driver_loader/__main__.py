@@ -1,3 +1,3 @@
-from driver_loader.cli import main
+from driver_loader.cli.main import main
 
 main()

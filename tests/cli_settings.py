@@ -3,8 +3,8 @@ translation, then through the shared click options into settings_from_flags."""
 
 import click
 
-from driver_loader.commands import _options
-from driver_loader.legacy import translate
+from driver_loader.cli.commands import _options
+from driver_loader.cli.legacy import translate
 
 
 def settings_for(argv, env):

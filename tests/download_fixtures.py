@@ -10,7 +10,7 @@ import pytest
 from download_helpers import RawServer, Sleeps
 from pytest_httpserver import HTTPServer
 
-from driver_loader import log as logging_setup
+from driver_loader.output import log as logging_setup
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import socket
 import threading
 from typing import Callable, List, Optional
 
-from driver_loader.distros.base import HostFacts
-from driver_loader.driver_types import DriverType
-from driver_loader.plan import DriverRequirement, make_plan
-from driver_loader.settings import HttpOptions, Settings, VerifyOptions
+from driver_loader.core.distros.base import HostFacts
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.plan import DriverRequirement, make_plan
+from driver_loader.core.settings import HttpOptions, Settings, VerifyOptions
 
 DEFAULT_VERSION = "8.0.0+driver"
 FILENAME = "falco_ubuntu-generic_6.8.0-79-generic_79.ko"

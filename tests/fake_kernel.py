@@ -1,4 +1,4 @@
-"""A pretend kernel for driver_loader.kmod.KernelModules: /sys, /proc and /dev trees in a temporary directory, and
+"""A pretend kernel for driver_loader.kernel.modules.KernelModules: /sys, /proc and /dev trees in a temporary directory, and
 module syscalls that act on them the way the kernel would (a successful load creates /sys/module/<name> with the
 version from the module's .modinfo; an unload removes it).
 
@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from driver_loader.kmod import KernelModules
+from driver_loader.kernel.modules import KernelModules
 
 _MODINFO_NAME = re.compile(rb"(?:^|\x00)name=([^\x00]*)\x00")
 _MODINFO_VERSION = re.compile(rb"\x00version=([^\x00]*)\x00")

@@ -16,8 +16,9 @@ from typing import Callable, List, Optional
 import pytest
 from elf_fixtures import compress_file, make_bpf_probe, make_kmod
 
-from driver_loader import build
-from driver_loader.build import (
+from driver_loader.artifacts.cache import ArtifactCache, CacheEntry
+from driver_loader.build import local_build as build
+from driver_loader.build.local_build import (
     BuildResult,
     CommandResult,
     CommandRunner,
@@ -26,12 +27,11 @@ from driver_loader.build import (
     parse_dkms_status,
     remove_dkms_state,
 )
-from driver_loader.cache import ArtifactCache, CacheEntry
-from driver_loader.distros.base import HostFacts
-from driver_loader.driver_types import DriverType
-from driver_loader.errors import ExitCode, LoaderError, NoDriverError, UsageError, VerificationError
-from driver_loader.plan import DriverRequirement, make_plan
-from driver_loader.settings import Settings
+from driver_loader.core.distros.base import HostFacts
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.errors import ExitCode, LoaderError, NoDriverError, UsageError, VerificationError
+from driver_loader.core.plan import DriverRequirement, make_plan
+from driver_loader.core.settings import Settings
 
 # What uname -r says. Release and version are made up so that no real /lib/modules or /usr/src entry matches.
 RELEASE = "6.1.0-9999-amd64"
@@ -803,7 +803,7 @@ DEBIAN = "ID=debian\nVERSION_ID=\"12\"\n"
 @pytest.fixture
 def recorded_builds(monkeypatch, tmp_path):
     """build_artifact replaced by a recorder that 'builds' at the plan's first cache path."""
-    from driver_loader.commands import build as build_command
+    from driver_loader.cli.commands import build as build_command
 
     calls = []
 
@@ -816,7 +816,7 @@ def recorded_builds(monkeypatch, tmp_path):
 
 
 def run_cli(capsys, root, *args):
-    from driver_loader.cli import main
+    from driver_loader.cli.main import main
 
     argv = ["build", "--host-root", root, "--kernel-release", RELEASE, "--kernel-version", DEBIAN_UNAME_V,
             "--arch", "amd64", "--driver-version", VERSION, *args]

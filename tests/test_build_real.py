@@ -16,13 +16,13 @@ import tempfile
 
 import pytest
 
-from driver_loader.build import BuildResult, build_artifact, remove_dkms_state
-from driver_loader.distros.base import HostFacts
-from driver_loader.driver_types import DriverType
-from driver_loader.elf import inspect_artifact, read_artifact
-from driver_loader.errors import LoaderError
-from driver_loader.plan import DriverRequirement, make_plan
-from driver_loader.settings import Settings
+from driver_loader.artifacts.elf import inspect_artifact, read_artifact
+from driver_loader.build.local_build import BuildResult, build_artifact, remove_dkms_state
+from driver_loader.core.distros.base import HostFacts
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.errors import LoaderError
+from driver_loader.core.plan import DriverRequirement, make_plan
+from driver_loader.core.settings import Settings
 
 pytestmark = pytest.mark.realbuild
 

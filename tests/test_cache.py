@@ -8,8 +8,8 @@ import threading
 import pytest
 from download_helpers import sha256
 
-from driver_loader import cache as cache_module
-from driver_loader.cache import (
+from driver_loader.artifacts import cache as cache_module
+from driver_loader.artifacts.cache import (
     META_SUFFIX,
     TEMP_PREFIX,
     ArtifactCache,
@@ -18,7 +18,7 @@ from driver_loader.cache import (
     UnsafeCachePathError,
     lock_file_name,
 )
-from driver_loader.errors import ExitCode, LoaderError, VerificationError
+from driver_loader.core.errors import ExitCode, LoaderError, VerificationError
 
 pytest_plugins = ["download_fixtures"]
 

@@ -1,7 +1,9 @@
 import pytest
 from download_helpers import Sleeps, sha256
 
-from driver_loader.checksums import (
+from driver_loader.core.errors import UsageError, VerificationError
+from driver_loader.core.settings import HttpOptions, VerifyOptions
+from driver_loader.net.checksums import (
     VERIFIED_PINNED,
     VERIFIED_SIDECAR,
     VERIFIED_SUMS,
@@ -12,9 +14,7 @@ from driver_loader.checksums import (
     sidecar_url,
     sums_url,
 )
-from driver_loader.errors import UsageError, VerificationError
-from driver_loader.http import build_session
-from driver_loader.settings import HttpOptions, VerifyOptions
+from driver_loader.net.http import build_session
 
 pytest_plugins = ["download_fixtures"]
 

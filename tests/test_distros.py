@@ -6,11 +6,11 @@ candidates so mirrors populated for either tool keep working.
 
 import pytest
 
-from driver_loader.distros import discover
-from driver_loader.driver_types import DriverType
-from driver_loader.host import read_host_facts
-from driver_loader.plan import DriverRequirement, make_plan
-from driver_loader.settings import Settings
+from driver_loader.core.distros import discover
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.plan import DriverRequirement, make_plan
+from driver_loader.core.settings import Settings
+from driver_loader.host.root import read_host_facts
 
 UBUNTU_2204 = """PRETTY_NAME="Ubuntu 22.04.3 LTS"
 NAME="Ubuntu"

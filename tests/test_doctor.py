@@ -11,11 +11,11 @@ import sys
 import pytest
 from cli_settings import settings_for
 
-from driver_loader.commands import _options, doctor
-from driver_loader.commands.doctor import FAIL, PASS, SKIP, WARN, evaluate, nearest_releases, observe, render_text
-from driver_loader.errors import ExitCode
-from driver_loader.kmod import KernelModules
-from driver_loader.modern_ebpf import ModernEbpfSupport
+from driver_loader.cli.commands import _options, doctor
+from driver_loader.cli.commands.doctor import FAIL, PASS, SKIP, WARN, evaluate, nearest_releases, observe, render_text
+from driver_loader.core.errors import ExitCode
+from driver_loader.host.modern_ebpf import ModernEbpfSupport
+from driver_loader.kernel.modules import KernelModules
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UBUNTU = 'ID=ubuntu\nVERSION_ID="22.04"\nPRETTY_NAME="Ubuntu 22.04.3 LTS"\n'
@@ -324,8 +324,9 @@ def test_verdict_follows_the_observations(node, tmp_path):
 
 
 def test_doctor_command_exit_status(node, tmp_path, monkeypatch, capsys):
-    from driver_loader import kmod, modern_ebpf
-    from driver_loader.cli import main
+    from driver_loader.cli.main import main
+    from driver_loader.host import modern_ebpf
+    from driver_loader.kernel import modules as kmod
 
     node("--no-download")  # lays /proc/modules down
     monkeypatch.setattr(kmod, "KernelModules",
@@ -352,7 +353,7 @@ def test_doctor_on_this_machine():
     """The real host, nothing faked: a full report whose exit status is its verdict's. The driver version is given
     so the answer does not depend on Falco being installed; nothing here needs the network (modern_ebpf needs no
     download, and kmod is probed against an unreachable loopback repository)."""
-    from driver_loader.modern_ebpf import check_support
+    from driver_loader.host.modern_ebpf import check_support
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FALCOCTL_", "DRIVER", "HOST_ROOT"))}
     result = subprocess.run(

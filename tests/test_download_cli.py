@@ -124,12 +124,12 @@ def test_a_verified_cache_entry_is_reused_without_the_http_stack(server, downloa
                    "--verify", "strict")[3:]
     code = (
         "import sys\n"
-        "from driver_loader.cli import main\n"
+        "from driver_loader.cli.main import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit as exit:\n"
         "    assert not exit.code, exit.code\n"
-        "print([m for m in ('requests', 'urllib3', 'driver_loader.http') if m in sys.modules])\n"
+        "print([m for m in ('requests', 'urllib3', 'driver_loader.net.http') if m in sys.modules])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env=environment())

@@ -18,8 +18,8 @@ from elf_fixtures import (
     patch_machine,
 )
 
-from driver_loader import elf
-from driver_loader.elf import (
+from driver_loader.artifacts import elf
+from driver_loader.artifacts.elf import (
     EM_AARCH64,
     EM_BPF,
     EM_X86_64,
@@ -30,7 +30,7 @@ from driver_loader.elf import (
     read_artifact,
     unpack_version,
 )
-from driver_loader.errors import ExitCode, LoaderError, VerificationError
+from driver_loader.core.errors import ExitCode, LoaderError, VerificationError
 
 
 def test_kernel_module_fields(tmp_path):

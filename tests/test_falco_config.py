@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from driver_loader.driver_types import DriverType
-from driver_loader.errors import ExitCode, LoaderError
-from driver_loader.falco_config import (
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.errors import ExitCode, LoaderError
+from driver_loader.falco.config import (
     engine_config_path,
     engine_config_text,
     read_engine_config,

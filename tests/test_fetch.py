@@ -17,10 +17,10 @@ from download_helpers import (
 )
 from werkzeug import Response
 
-from driver_loader.cache import META_SUFFIX, ArtifactCache
-from driver_loader.errors import ExitCode, LoaderError, NoDriverError, VerificationError
-from driver_loader.fetch import ADVICE, fetch_artifact
-from driver_loader.http import build_session
+from driver_loader.artifacts.cache import META_SUFFIX, ArtifactCache
+from driver_loader.core.errors import ExitCode, LoaderError, NoDriverError, VerificationError
+from driver_loader.net.fetch import ADVICE, fetch_artifact
+from driver_loader.net.http import build_session
 
 pytest_plugins = ["download_fixtures", "tls_fixtures"]
 

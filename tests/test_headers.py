@@ -1,6 +1,6 @@
 import pytest
 
-from driver_loader.headers import headers_hint
+from driver_loader.core.headers import headers_hint
 
 
 @pytest.mark.parametrize(

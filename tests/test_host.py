@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from driver_loader.host import read_host_facts, read_host_file, resolve_in_root
-from driver_loader.settings import Settings
+from driver_loader.core.settings import Settings
+from driver_loader.host.root import read_host_facts, read_host_file, resolve_in_root
 
 
 def test_absolute_symlink_resolves_inside_the_host_root(host_root):

@@ -6,10 +6,10 @@ import pytest
 from download_helpers import Sleeps, closed_port, reset, response_head
 from pytest_httpserver import HTTPServer
 
-from driver_loader.errors import HttpFailure, InsecureRedirectError, UsageError
-from driver_loader.http import BACKOFF_BASE, BACKOFF_CAP, RETRY_AFTER_CAP, build_session, full_jitter_delay
-from driver_loader.redaction import redact_text, redact_url, secret_values
-from driver_loader.settings import HttpOptions
+from driver_loader.core.errors import HttpFailure, InsecureRedirectError, UsageError
+from driver_loader.core.redaction import redact_text, redact_url, secret_values
+from driver_loader.core.settings import HttpOptions
+from driver_loader.net.http import BACKOFF_BASE, BACKOFF_CAP, RETRY_AFTER_CAP, build_session, full_jitter_delay
 
 pytest_plugins = ["download_fixtures", "tls_fixtures"]
 
@@ -337,7 +337,7 @@ def test_credentials_never_appear_in_failures_or_logs(logs, sleeps):
 def test_printenv_does_not_import_requests(tmp_path):
     code = (
         "import sys\n"
-        "from driver_loader.cli import main\n"
+        "from driver_loader.cli.main import main\n"
         "try:\n"
         f"    main(['printenv', '--host-root', {str(tmp_path)!r}, '--kernel-release', '6.8.0-79-generic',\n"
         "          '--kernel-version', '#79-Ubuntu', '--arch', 'x86_64', '--type', 'kmod',\n"

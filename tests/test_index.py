@@ -3,9 +3,9 @@ import json
 import pytest
 from download_helpers import Sleeps
 
-from driver_loader.http import build_session
-from driver_loader.index import VersionIndex, parse_directory_listing, parse_site_index, parse_site_version
-from driver_loader.settings import HttpOptions
+from driver_loader.core.settings import HttpOptions
+from driver_loader.net.http import build_session
+from driver_loader.net.index import VersionIndex, parse_directory_listing, parse_site_index, parse_site_version
 
 pytest_plugins = ["download_fixtures"]
 

@@ -13,16 +13,16 @@ from click.testing import CliRunner
 from elf_fixtures import DEFAULT_VERMAGIC, make_bpf_probe, make_kmod
 from fake_kernel import FakeKernel
 
-from driver_loader import checks
-from driver_loader.build import BuildResult
-from driver_loader.cli import cli
-from driver_loader.driver_types import DriverType
-from driver_loader.errors import ExitCode, LoaderError, NoDriverError, UnsupportedHostError, VerificationError
-from driver_loader.fetch import FetchResult
-from driver_loader.install import Edges, InstallResult, dry_run, install
-from driver_loader.kernel_facts import RunningKernel
-from driver_loader.modern_ebpf import ModernEbpfSupport
-from driver_loader.settings import Settings
+from driver_loader.build.local_build import BuildResult
+from driver_loader.cli.main import cli
+from driver_loader.core import checks
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.errors import ExitCode, LoaderError, NoDriverError, UnsupportedHostError, VerificationError
+from driver_loader.core.settings import Settings
+from driver_loader.host.kernel_facts import RunningKernel
+from driver_loader.host.modern_ebpf import ModernEbpfSupport
+from driver_loader.net.fetch import FetchResult
+from driver_loader.pipeline.install import Edges, InstallResult, dry_run, install
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = "6.1.0-56-amd64"
@@ -158,9 +158,9 @@ def test_fast_path_stays_light_and_says_already_loaded(tmp_path):
         from pathlib import Path
         sys.path.insert(0, {str(REPO / "tests")!r})
         from fake_kernel import FakeKernel
-        from driver_loader.driver_types import DriverType
-        from driver_loader.install import Edges, install
-        from driver_loader.settings import Settings
+        from driver_loader.core.driver_types import DriverType
+        from driver_loader.pipeline.install import Edges, install
+        from driver_loader.core.settings import Settings
 
         def forbidden(*args, **kwargs):
             raise AssertionError("the fast path must not fetch, build or read ELF files")
@@ -172,8 +172,8 @@ def test_fast_path_stays_light_and_says_already_loaded(tmp_path):
                             cache_dir={str(tmp_path / "cache")!r}, falco_config_dir={str(tmp_path / "etc")!r})
         result = install(settings, Edges(kernel=kernel.modules(), fetch=forbidden, build=forbidden,
                                          running_kernel=forbidden, modern_support=forbidden))
-        heavy = ["requests", "urllib3", "elftools", "structlog", "driver_loader.fetch", "driver_loader.elf",
-                 "driver_loader.checks", "driver_loader.build", "driver_loader.cache"]
+        heavy = ["requests", "urllib3", "elftools", "structlog", "driver_loader.net.fetch", "driver_loader.artifacts.elf",
+                 "driver_loader.core.checks", "driver_loader.build.local_build", "driver_loader.artifacts.cache"]
         print(json.dumps({{"source": result.source, "imported": [m for m in heavy if m in sys.modules]}}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
@@ -481,7 +481,7 @@ def fake_command_install(result):
 def test_command_prints_the_probe_for_ebpf(monkeypatch):
     result = InstallResult(DriverType.EBPF, "cache", artifact="/c/p.o", version="8.0.0+driver",
                            probe="/root/.falco/falco-bpf.o")
-    monkeypatch.setattr("driver_loader.commands.install.install", fake_command_install(result))
+    monkeypatch.setattr("driver_loader.cli.commands.install.install", fake_command_install(result))
     run = CliRunner().invoke(cli, ["install", "--type", "ebpf", "--driver-version", "8.0.0+driver"])
     assert run.exit_code == 0, run.output
     assert run.stdout == "FALCO_BPF_PROBE=/root/.falco/falco-bpf.o\n"
@@ -490,7 +490,7 @@ def test_command_prints_the_probe_for_ebpf(monkeypatch):
 def test_command_prints_a_json_result(monkeypatch):
     result = InstallResult(DriverType.KMOD, "download", artifact="/c/f.ko", version="8.0.0+driver",
                            actions=("loaded falco",))
-    monkeypatch.setattr("driver_loader.commands.install.install", fake_command_install(result))
+    monkeypatch.setattr("driver_loader.cli.commands.install.install", fake_command_install(result))
     run = CliRunner().invoke(cli, ["install", "--output", "json", "--driver-version", "8.0.0+driver"])
     assert run.exit_code == 0, run.output
     doc = json.loads(run.stdout)

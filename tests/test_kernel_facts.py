@@ -4,7 +4,7 @@ import os
 import pytest
 from elf_fixtures import compress_file, make_kmod
 
-from driver_loader.kernel_facts import (
+from driver_loader.host.kernel_facts import (
     ModuleSymvers,
     RunningKernel,
     kernel_roots,

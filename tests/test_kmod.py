@@ -5,9 +5,9 @@ import stat
 import pytest
 from fake_kernel import FakeKernel
 
-from driver_loader.build import CommandResult
-from driver_loader.errors import ExitCode, LoaderError, LoadError
-from driver_loader.kmod import (
+from driver_loader.build.local_build import CommandResult
+from driver_loader.core.errors import ExitCode, LoaderError, LoadError
+from driver_loader.kernel.modules import (
     SYSCALLS,
     KernelModules,
     Syscalls,

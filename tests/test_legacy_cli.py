@@ -8,10 +8,10 @@ import sys
 import pytest
 from cli_settings import settings_for
 
-from driver_loader import legacy
-from driver_loader.commands import _options
-from driver_loader.errors import UsageError
-from driver_loader.legacy import LEGACY_USAGE, go_duration_seconds, link_host_sources, translate
+from driver_loader.cli import legacy
+from driver_loader.cli.commands import _options
+from driver_loader.cli.legacy import LEGACY_USAGE, go_duration_seconds, link_host_sources, translate
+from driver_loader.core.errors import UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UBUNTU = 'ID=ubuntu\nVERSION_ID="22.04"\n'

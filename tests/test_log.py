@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 def _log_in_fresh_interpreter(level: str, method: str) -> subprocess.CompletedProcess:
     script = textwrap.dedent(f"""
         import sys
-        from driver_loader import log
+        from driver_loader.output import log
         log.setup(log_format="text", log_level={level!r})
         log.get_logger().{method}("hello from the test", key="value")
         print("structlog" in sys.modules)

@@ -5,10 +5,10 @@ import pytest
 from download_helpers import Sleeps, closed_port, make_settings, plan_for
 from test_install import World
 
-from driver_loader.errors import ExitCode, HttpFailure, NetworkError, NoDriverError
-from driver_loader.fetch import fetch_artifact
-from driver_loader.http import build_session
-from driver_loader.settings import HttpOptions
+from driver_loader.core.errors import ExitCode, HttpFailure, NetworkError, NoDriverError
+from driver_loader.core.settings import HttpOptions
+from driver_loader.net.fetch import fetch_artifact
+from driver_loader.net.http import build_session
 
 pytest_plugins = ["download_fixtures"]
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from cli_settings import settings_for
 
-from driver_loader.commands.doctor import HOST_MOUNTS
-from driver_loader.legacy import DRIVER_WORDS, translate
+from driver_loader.cli.commands.doctor import HOST_MOUNTS
+from driver_loader.cli.legacy import DRIVER_WORDS, translate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGING = os.path.join(REPO, "packaging")
@@ -112,7 +112,7 @@ def test_image_entrypoint_is_the_cli_in_entrypoint_mode(dockerfile):
     entrypoints = [json.loads(rest) for keyword, rest in dockerfile if keyword == "ENTRYPOINT"]
     assert entrypoints == [[IMAGE_NAME, "--entrypoint"]]
     with open(os.path.join(REPO, "pyproject.toml")) as stream:
-        assert re.search(rf'^{IMAGE_NAME} = "driver_loader.cli:main"$', stream.read(), re.MULTILINE)
+        assert re.search(rf'^{IMAGE_NAME} = "driver_loader.cli.main:main"$', stream.read(), re.MULTILINE)
     runs = " ".join(rest for keyword, rest in dockerfile if keyword == "RUN")
     assert f"/opt/falco-driver-loader/bin/{IMAGE_NAME} /usr/local/bin/{IMAGE_NAME}" in runs  # on PATH
     # The chart's arguments, after the entrypoint's own.
@@ -168,7 +168,7 @@ def test_loader_unit_is_a_oneshot_before_falco():
     ("falco-modern-bpf.service.d/10-driver-loader.conf", "ExecStartPre", "modern_ebpf"),
 ])
 def test_units_run_install_with_valid_options(path, key, driver_type, monkeypatch, tmp_path):
-    from driver_loader.commands import _options
+    from driver_loader.cli.commands import _options
 
     monkeypatch.setattr(_options, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.yaml"))
     words = shlex.split(read_unit(os.path.join(SYSTEMD, path))["Service"][key])

@@ -11,10 +11,10 @@ import pytest
 import yaml
 from cli_settings import settings_for
 
-from driver_loader.cli import main
-from driver_loader.commands import _options
-from driver_loader.driver_types import DriverType
-from driver_loader.settings import DEFAULT_REPO
+from driver_loader.cli.commands import _options
+from driver_loader.cli.main import main
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.settings import DEFAULT_REPO
 
 KMOD, EBPF, MODERN = DriverType.KMOD, DriverType.EBPF, DriverType.MODERN_EBPF
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from driver_loader.commands.printenv import go_quote
+from driver_loader.cli.commands.printenv import go_quote
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UBUNTU = 'ID=ubuntu\nVERSION_ID="22.04"\n'

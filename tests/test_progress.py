@@ -1,6 +1,6 @@
 import io
 
-from driver_loader.progress import BuildSpinner, DownloadBar
+from driver_loader.output.progress import BuildSpinner, DownloadBar
 
 
 def test_download_bar_draws_nothing_off_a_terminal():

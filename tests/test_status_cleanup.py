@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 from fake_kernel import FakeKernel
 
-from driver_loader.build import CommandResult
-from driver_loader.cache import ArtifactCache
-from driver_loader.commands.cleanup import cleanup
-from driver_loader.commands.status import collect_status, status_text
-from driver_loader.driver_types import DriverType
-from driver_loader.errors import ExitCode, LoaderError, LoadError, UsageError
-from driver_loader.falco_config import write_engine_config
-from driver_loader.kmod import persist_module
-from driver_loader.modern_ebpf import ModernEbpfSupport
-from driver_loader.settings import Settings
+from driver_loader.artifacts.cache import ArtifactCache
+from driver_loader.build.local_build import CommandResult
+from driver_loader.cli.commands.cleanup import cleanup
+from driver_loader.cli.commands.status import collect_status, status_text
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.errors import ExitCode, LoaderError, LoadError, UsageError
+from driver_loader.core.settings import Settings
+from driver_loader.falco.config import write_engine_config
+from driver_loader.host.modern_ebpf import ModernEbpfSupport
+from driver_loader.kernel.modules import persist_module
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = "6.1.0-56-amd64"

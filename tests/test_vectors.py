@@ -6,14 +6,14 @@ Where we deliberately differ, the test says so and why.
 import pytest
 from vector_data import load_vectors
 
-from driver_loader.distros import discover
-from driver_loader.distros.base import MARKERS, HostFacts
-from driver_loader.driver_types import DriverType, parse_driver_types
-from driver_loader.errors import UsageError
-from driver_loader.kernelrelease import parse_kernel_release
-from driver_loader.plan import DriverRequirement, choose_driver_type, make_plan
-from driver_loader.settings import Settings, normalize_arch, resolve_settings
-from driver_loader.version_source import version_from_sources
+from driver_loader.core.distros import discover
+from driver_loader.core.distros.base import MARKERS, HostFacts
+from driver_loader.core.driver_types import DriverType, parse_driver_types
+from driver_loader.core.errors import UsageError
+from driver_loader.core.kernelrelease import parse_kernel_release
+from driver_loader.core.plan import DriverRequirement, choose_driver_type, make_plan
+from driver_loader.core.settings import Settings, normalize_arch, resolve_settings
+from driver_loader.host.version_source import version_from_sources
 
 
 def _ids(vectors):
@@ -102,7 +102,7 @@ DISCOVER = load_vectors("distro.discover")
 
 @pytest.mark.parametrize("vec", DISCOVER, ids=_ids(DISCOVER))
 def test_distro_discover(vec, host_root):
-    from driver_loader.host import read_host_facts
+    from driver_loader.host.root import read_host_facts
 
     root = host_root(vec["input"]["host_root_files"])
     facts = read_host_facts(Settings(host_root=root, kernel_release=vec["input"]["kernel_release"], kernel_version="#1"))
@@ -118,7 +118,7 @@ CHECK = load_vectors("distro.check")
 @pytest.mark.parametrize("vec", CHECK, ids=_ids(CHECK))
 def test_distro_marker_check(vec, host_root, tmp_path, monkeypatch):
     """Marker files count only under the host root (never relative to the working directory)."""
-    from driver_loader.host import read_host_facts
+    from driver_loader.host.root import read_host_facts
 
     files = vec["input"]["host_root_files"]
     under_root = {k: v for k, v in files.items() if not k.startswith("./")}

@@ -1,6 +1,6 @@
 import pytest
 
-from driver_loader.versions import compatible_range, greatest_release, publishes_ebpf_probe
+from driver_loader.core.versions import compatible_range, greatest_release, publishes_ebpf_probe
 
 
 @pytest.mark.parametrize(

@@ -268,7 +268,7 @@ def expect_version(rec: Recorder, guest: Guest, version: Optional[str], what: st
 def cached_artifacts(filename: str = "") -> List[str]:
     """Cache files of an artifact (or of any): the file itself, its metadata and temp files. The per-artifact
     lock files stay by design (removing a lock file another loader may hold is racy)."""
-    from driver_loader.cache import LOCK_SUFFIX
+    from driver_loader.artifacts.cache import LOCK_SUFFIX
 
     return [f for f in Guest.cached_files() if filename in Path(f).name and not f.endswith(LOCK_SUFFIX)]
 

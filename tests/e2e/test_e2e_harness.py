@@ -84,7 +84,7 @@ def test_a_changed_source_layout_fails_loudly():
 
 
 def _crcs(module: bytes) -> dict:
-    from driver_loader.elf import inspect_artifact
+    from driver_loader.artifacts.elf import inspect_artifact
 
     return inspect_artifact(module).symbol_crcs
 

@@ -1,0 +1,1 @@
+"""Artifacts on disk: the verified cache, and ELF inspection (with decompression) of modules and probes."""

@@ -1,0 +1,1 @@
+"""Local builds: DKMS for the kernel module, make for the legacy eBPF probe."""

@@ -1,0 +1,1 @@
+"""The command line: subcommands, the legacy and falcoctl translation, the config file, exit codes."""

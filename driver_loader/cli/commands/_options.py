@@ -1,0 +1,145 @@
+"""Click options shared by the subcommands, and the one place flags become Settings.
+
+Every option defaults to None so that "not given" is visible: only given flags beat the environment and the
+config file (see settings.resolve_settings).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from typing import Any, Callable, Dict
+
+import click
+
+from driver_loader.cli.config_file import load_driver_section
+from driver_loader.core.settings import DEFAULT_CONFIG_PATH, HttpOptions, Settings, resolve_settings
+from driver_loader.output import log as logging_setup
+
+LOG_FORMATS = click.Choice(["auto", "text", "json", "color"], case_sensitive=False)
+LOG_LEVELS = click.Choice(["trace", "debug", "info", "warn", "warning", "error"], case_sensitive=False)
+
+
+def apply_options(options: list, func: Callable) -> Callable:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _log_format_cb(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    logging_setup.setup(log_format=value)
+    return value
+
+
+def _log_level_cb(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    logging_setup.setup(log_level=value)
+    return value
+
+
+LOG_OPTIONS = [
+    click.option("--log-format", type=LOG_FORMATS, default=None, expose_value=False, is_eager=True,
+                 callback=_log_format_cb, help="auto (colour on a TTY), text or json. Logs go to stderr."),
+    click.option("--log-level", type=LOG_LEVELS, default=None, expose_value=False, is_eager=True,
+                 callback=_log_level_cb, help="trace, debug, info, warn or error (default info)."),
+]
+
+RESOLUTION_OPTIONS = [
+    click.option("--host-root", default=None, help="Where the host's / is mounted (default /, or HOST_ROOT)."),
+    click.option("--kernel-release", "--kernelrelease", "kernel_release", default=None,
+                 help="Kernel release to target instead of `uname -r`."),
+    click.option("--kernel-version", "--kernelversion", "kernel_version", default=None,
+                 help="Kernel version to target instead of `uname -v`."),
+    click.option("--arch", default=None, help="x86_64 or aarch64 (amd64/arm64 accepted) instead of `uname -m`."),
+    click.option("--type", "driver_types", multiple=True, default=None,
+                 help="Driver types in priority order: kmod, ebpf, modern_ebpf, auto. Repeatable or comma-separated."),
+    click.option("--driver-version", "--version", "driver_version", default=None,
+                 help="Driver version, e.g. 8.0.0+driver (default: from Falco or /usr/src)."),
+    click.option("--name", "driver_name", default=None, help="Driver name (default falco)."),
+    click.option("--repo", "repos", multiple=True, default=None,
+                 help="Repository base URL (http, https, file). Repeatable; tried in order."),
+    click.option("--cache-dir", default=None, help="Artifact cache directory (default $HOME/.falco)."),
+    click.option("--config", "config_path", default=None,
+                 help=f"falcoctl config file to read driver.* settings from (default {DEFAULT_CONFIG_PATH})."),
+    click.option("--output", type=click.Choice(["text", "json"]), default=None, help="Result format on stdout."),
+]
+
+FETCH_OPTIONS = [
+    click.option("--http-timeout", type=float, default=None,
+                 help=f"Connect and read timeout in seconds (default {HttpOptions.timeout:g})."),
+    click.option("--http-retries", type=int, default=None,
+                 help=f"Retries on connection errors, 429, 5xx (default {HttpOptions.retries})."),
+    click.option("--http-header", "http_headers", multiple=True, default=None,
+                 help="Extra request header 'Key: Value'. Repeatable."),
+    click.option("--http-headers", "http_headers_csv", default=None, hidden=True,
+                 help="falcoctl spelling: comma-separated 'Key: Value' list."),
+    click.option("--http-insecure", is_flag=True, default=None, help="Skip TLS verification (explicit opt-in)."),
+    click.option("--ca-bundle", default=None, help="CA bundle for TLS verification."),
+    click.option("--max-size", type=int, default=None, help="Largest artifact accepted, in bytes (default 512 MiB)."),
+    click.option("--sha256", default=None, help="Expected SHA-256 of the artifact (pinned)."),
+    click.option("--checksums", default=None, help="A sha256sum-format file with pinned checksums."),
+    click.option("--verify", type=click.Choice(["auto", "strict", "off"]), default=None,
+                 help="auto: verify when a checksum exists; strict: require one; off."),
+    click.option("--version-fallback/--no-version-fallback", default=None,
+                 help="Look for other versions in the compatible range when the default has no artifact."),
+]
+
+BUILD_OPTIONS = [
+    click.option("--build-timeout", type=float, default=None,
+                 help="Seconds per build attempt, DKMS or make (default 900; env FALCOCTL_DRIVER_BUILD_TIMEOUT)."),
+    click.option("--tool-timeout", type=float, default=None,
+                 help="Seconds for depmod and dkms status/remove (default 600; env FALCOCTL_DRIVER_TOOL_TIMEOUT)."),
+]
+
+INSTALL_OPTIONS = [
+    click.option("--download/--no-download", default=None, help="Try prebuilt downloads (default on)."),
+    click.option("--compile/--no-compile", default=None, help="Try a local build (default on)."),
+    click.option("--dry-run", is_flag=True, default=None, help="Print the plan and change nothing."),
+    click.option("--persist", is_flag=True, default=None,
+                 help="Also install into /lib/modules/<release>/extra and run depmod."),
+    click.option("--unload-retries", type=int, default=None, help="Unload attempts while the module is busy."),
+    click.option("--falco-config-dir", default=None, help="Falco config dir for config.d (default /etc/falco)."),
+    click.option("--update-falco/--no-update-falco", default=None,
+                 help="Write config.d/engine-kind-falcoctl.yaml for Falco (default on)."),
+]
+
+
+def log_options(func: Callable) -> Callable:
+    return apply_options(LOG_OPTIONS, func)
+
+
+def resolution_options(func: Callable) -> Callable:
+    return apply_options(RESOLUTION_OPTIONS + LOG_OPTIONS, func)
+
+
+def fetch_options(func: Callable) -> Callable:
+    return apply_options(FETCH_OPTIONS, func)
+
+
+def build_options(func: Callable) -> Callable:
+    return apply_options(BUILD_OPTIONS, func)
+
+
+def install_options(func: Callable) -> Callable:
+    return apply_options(INSTALL_OPTIONS, func)
+
+
+def home_dir() -> str:
+    home = os.environ.get("HOME")
+    if home:
+        return home
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return "/root"
+
+
+def settings_from_flags(flags: Dict[str, Any], env=None) -> Settings:
+    """Resolve Settings from this command's flags, the environment and the config file."""
+    env = os.environ if env is None else env
+    given = {k: v for k, v in flags.items() if v is not None and v != ()}
+    csv = given.pop("http_headers_csv", None)
+    if csv is not None:
+        given["http_headers"] = list(given.get("http_headers", ())) + [csv]
+    config_path = given.get("config_path") or DEFAULT_CONFIG_PATH
+    config = load_driver_section(config_path, required="config_path" in given)
+    return resolve_settings(given, env, config, home=home_dir())

@@ -1,0 +1,158 @@
+"""Reading the host: the only module that looks at uname and at files under the host root.
+
+Everything is read through the host-root seam, chroot-style: an absolute symlink inside the host root points into
+the host root, never out of it. Reads are bounded and refuse anything but regular files, so an os-release that
+links to /dev/zero or a FIFO cannot hang us.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import posixpath
+import re
+import stat
+from typing import Dict, Optional, Tuple
+
+from driver_loader.core.distros.base import MARKERS, MINIKUBE_MARKER, HostFacts
+from driver_loader.core.errors import UsageError
+from driver_loader.core.settings import Settings, normalize_arch
+from driver_loader.output.log import get_logger
+
+READ_LIMIT = 64 * 1024
+_MAX_SYMLINKS = 40
+_SPACED_ASSIGNMENT = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*", re.MULTILINE)
+
+log = get_logger()
+
+
+def resolve_in_root(host_root: str, relpath: str) -> Optional[str]:
+    """The real path of `relpath` inside `host_root`, following symlinks as if host_root were /.
+    None when a component is missing or the link chain is too long."""
+    parts = [p for p in relpath.split("/") if p not in ("", ".")]
+    resolved: list = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = posixpath.join(host_root, *resolved, part)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > _MAX_SYMLINKS:
+                return None
+            try:
+                target = os.readlink(candidate)
+            except OSError:
+                return None
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return posixpath.join(host_root, *resolved)
+
+
+def read_host_file(host_root: str, relpath: str, limit: int = READ_LIMIT) -> Optional[bytes]:
+    """At most `limit` bytes of a regular file under the host root; None if it is missing or not a regular file."""
+    path = resolve_in_root(host_root, relpath)
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENXIO):
+            log.debug("cannot open host file", path=path, error=str(exc))
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            log.warning("ignoring a host file that is not a regular file", path=path)
+            return None
+        chunks = []
+        remaining = limit
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 16384))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        log.debug("cannot read host file", path=path, error=str(exc))
+        return None
+    finally:
+        os.close(fd)
+
+
+def is_host_regular_file(host_root: str, relpath: str) -> bool:
+    path = resolve_in_root(host_root, relpath)
+    if path is None:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def parse_os_release(content: bytes) -> Dict[str, str]:
+    """os-release fields (keys upper-cased), parsed by python-distro. Spaces around '=' (seen in falcoctl's tests)
+    are tolerated, and bytes that are not UTF-8 become U+FFFD so they can never pass the naming checks."""
+    from distro import LinuxDistribution
+
+    text = content.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    text = _SPACED_ASSIGNMENT.sub(r"\1=", text)
+    try:
+        return {
+            k.upper(): v
+            for k, v in LinuxDistribution._parse_os_release_content(io.StringIO(text)).items()
+            if isinstance(v, str)
+        }
+    except ValueError as exc:  # shlex: unbalanced quotes
+        log.warning("os-release could not be parsed", error=str(exc))
+        return {}
+
+
+def kernel_facts(settings: Settings) -> Tuple[str, str, str]:
+    """Release, version and arch: from the overrides where given, else from uname."""
+    uname = os.uname()
+    release = settings.kernel_release if settings.kernel_release is not None else uname.release
+    version = settings.kernel_version if settings.kernel_version is not None else uname.version
+    arch = settings.arch
+    if arch is None:
+        try:
+            arch = normalize_arch(uname.machine)
+        except UsageError:
+            arch = uname.machine  # no prebuilt drivers for it, but naming and local builds still work
+    return release, version, arch
+
+
+def read_host_facts(settings: Settings) -> HostFacts:
+    release, version, arch = kernel_facts(settings)
+    root = settings.host_root
+    raw = read_host_file(root, "etc/os-release")
+    if raw is None:
+        raw = read_host_file(root, "usr/lib/os-release")
+    os_release = parse_os_release(raw) if raw is not None else {}
+    markers = frozenset(m for m in MARKERS if is_host_regular_file(root, m))
+    version_bytes = read_host_file(root, MINIKUBE_MARKER) if MINIKUBE_MARKER in markers else None
+    if raw is None and root != "/":
+        log.warning(
+            f"the host's /etc is not mounted at {posixpath.join(root, 'etc')}: no os-release found there",
+            hint="mount the host's /etc (e.g. -v /etc:/host/etc:ro) or fix --host-root; detection falls back",
+        )
+    return HostFacts(
+        kernel_release=release,
+        kernel_version=version,
+        arch=arch,
+        os_release=os_release,
+        has_os_release=raw is not None,
+        markers=markers,
+        version_file=version_bytes.decode("utf-8", errors="replace") if version_bytes is not None else None,
+    )

@@ -1,0 +1,332 @@
+"""Get a verified prebuilt artifact into the cache: reuse a verified cache entry, else try each candidate's URLs in
+repository order, and when the default driver version has nothing, the best compatible version a repository lists.
+
+The first download that verifies wins. Every attempt is logged (URL, status or error, elapsed time) and kept, so
+that when nothing works the error says exactly what was tried: exit 3 when every URL said "not found", exit 4 when
+something failed verification, exit 1 when network or server errors left the question open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+from driver_loader.artifacts.cache import ArtifactCache, ArtifactTooLarge, CacheEntry, IncompleteDownload
+from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
+from driver_loader.core.naming import Candidate
+from driver_loader.core.plan import Plan
+from driver_loader.core.redaction import redact_url
+from driver_loader.core.settings import Settings
+from driver_loader.net.checksums import (
+    LOCAL_BUILD,
+    UNVERIFIED_POLICY_OFF,
+    UNVERIFIED_RECORDED,
+    VERIFIED_PINNED,
+    VERIFIED_SIDECAR,
+    VERIFIED_SUMS,
+    ChecksumResolver,
+    Expectation,
+)
+from driver_loader.net.http_checks import require_ca_bundle
+from driver_loader.net.index import VersionIndex
+from driver_loader.output.log import get_logger
+
+if TYPE_CHECKING:
+    from driver_loader.net.http import LoaderSession
+
+log = get_logger(__name__)
+
+ADVICE = "build it locally with --compile, add a repository that has it with --repo, or use --type modern_ebpf"
+NOT_FOUND, TRANSPORT, VERIFICATION, REJECTED = "not found", "transport", "verification", "rejected"
+UNREACHABLE = "unreachable"  # no connection at all: DNS, refused, unreachable, connect timeout
+NETWORK_ADVICE = ("check the node's network, DNS and proxy (HTTPS_PROXY, NO_PROXY; --log-level debug shows the "
+                  "proxy used), or point --repo at a mirror the node can reach")
+_CHECKED_BY_A_PUBLISHED_DIGEST = (VERIFIED_PINNED, VERIFIED_SIDECAR, VERIFIED_SUMS, LOCAL_BUILD)
+
+Progress = Callable[[int, Optional[int]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchResult:
+    path: str
+    version: str
+    sha256: str
+    url: str
+    verified_by: str
+    source: str  # 'cache' or 'download'
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    url: str
+    outcome: str
+    detail: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.detail}"
+
+
+class _BrokenTransfer(Exception):
+    """The body failed after a 200: worth another GET, unlike failures urllib3 already retried."""
+
+    def __init__(self, failure: LoaderError) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def fetch_artifact(
+    plan: Plan,
+    settings: Settings,
+    *,
+    session: Optional[LoaderSession] = None,
+    cache: Optional[ArtifactCache] = None,
+    progress: Optional[Progress] = None,
+) -> FetchResult:
+    """The verified artifact for `plan`, from the cache or a repository. Without `session`, one is built when the
+    first request is made: a verified cache entry is reused without importing the HTTP stack."""
+    require_ca_bundle(settings.http)
+    cache = cache or ArtifactCache(settings.cache_dir)
+    return _Fetcher(plan, settings, session, cache, progress).run()
+
+
+class _Fetcher:
+    def __init__(self, plan: Plan, settings: Settings, session: Optional[LoaderSession], cache: ArtifactCache,
+                 progress: Optional[Progress]) -> None:
+        self.plan = plan
+        self.settings = settings
+        self._session = session
+        self.cache = cache
+        self.progress = progress
+        self.checksums = ChecksumResolver(settings.verify, self._get_document)
+        self.index = VersionIndex(self._get_document)
+        self.published: Dict[str, Optional[Tuple[str, ...]]] = {}
+        self.attempts: List[Attempt] = []
+        self.notes: List[str] = []
+
+    @property
+    def session(self) -> LoaderSession:
+        if self._session is None:
+            from driver_loader.net.http import build_session
+
+            self._session = build_session(self.settings.http, repos=self.settings.repos)
+        return self._session
+
+    def _get_document(self, url: str) -> Optional[str]:
+        return self.session.get_document(url)
+
+    def run(self) -> FetchResult:
+        plan = self.plan
+        if not plan.candidates:
+            raise NoDriverError(
+                f"no prebuilt {plan.driver_type} can be named for this host",
+                tried=plan.refusals or ("no artifact file name could be built",),
+                hint=ADVICE,
+            )
+        result = self._try_version(plan.driver_version, plan.candidates)
+        if result is None and self.settings.version_fallback:
+            for version in self._fallback_versions():
+                log.info("trying a compatible driver version", version=version, compatible=str(plan.compatible))
+                result = self._try_version(version, self._candidates_for(version))
+                if result is not None:
+                    break
+        if result is None:
+            raise self._failure()
+        return result
+
+    # -- versions -------------------------------------------------------------------------------------------------
+
+    def _fallback_versions(self) -> List[str]:
+        self.published = {repo: self.index.versions(repo) for repo in self.settings.repos}
+        listed = {v for versions in self.published.values() if versions for v in versions}
+        versions = self.plan.compatible.highest_first(listed - {self.plan.driver_version})
+        if not versions:
+            unknown = [redact_url(r) for r, v in self.published.items() if v is None]
+            self.notes.append(
+                f"version fallback: no other version inside {self.plan.compatible} is published"
+                + (f" (no index readable at {', '.join(unknown)})" if unknown else "")
+            )
+        return versions
+
+    def _candidates_for(self, version: str) -> Tuple[Candidate, ...]:
+        """Candidates for `version`, keeping only URLs of repositories that list it (or that list nothing)."""
+        kept = []
+        for candidate in self.plan.candidates_for_version(version):
+            urls = tuple(url for url in candidate.urls if self._may_publish(url, version, candidate.filename))
+            if urls:
+                kept.append(dataclasses.replace(candidate, urls=urls))
+            else:
+                self.notes.append(f"{version}: no repository index lists {candidate.filename}")
+        return tuple(kept)
+
+    def _may_publish(self, url: str, version: str, filename: str) -> bool:
+        for repo, versions in self.published.items():
+            if not url.startswith(repo.rstrip("/") + "/"):
+                continue
+            if versions is not None and version not in versions:
+                return False
+            artifacts = self.index.artifacts(repo, version)
+            return artifacts is None or (self.plan.arch, filename) in artifacts
+        return True
+
+    def _try_version(self, version: str, candidates: Tuple[Candidate, ...]) -> Optional[FetchResult]:
+        for candidate in candidates:
+            result = self._try_candidate(version, candidate)
+            if result is not None:
+                return result
+        return None
+
+    # -- one artifact -----------------------------------------------------------------------------------------------
+
+    def _try_candidate(self, version: str, candidate: Candidate) -> Optional[FetchResult]:
+        location = f"{version}/{self.plan.arch}/{candidate.filename}"
+        with self.cache.lock(candidate.cache_path):
+            entry = self.cache.lookup(candidate.cache_path)
+            if entry is not None:
+                verified_by = self._reusable(entry, location)
+                if verified_by:
+                    log.info("using the cached artifact", path=entry.path, sha256=entry.sha256,
+                             verified_by=verified_by)
+                    return FetchResult(entry.path, version, entry.sha256, entry.url or "", verified_by, "cache")
+            for url in candidate.urls:
+                entry = self._download(url, candidate)
+                if entry is not None:
+                    return FetchResult(entry.path, version, entry.sha256, entry.url or redact_url(url),
+                                       entry.verified_by, "download")
+        return None
+
+    def _reusable(self, entry: CacheEntry, location: str) -> Optional[str]:
+        """How the cached entry counts as verified under the current policy, or None to download again."""
+        pinned = self.checksums.pinned(location)
+        if pinned is not None:
+            if entry.sha256 != pinned.sha256:
+                log.info("cached artifact does not match the pinned digest; downloading again", path=entry.path)
+                return None
+            return VERIFIED_PINNED
+        if self.settings.verify.policy == "strict" and entry.verified_by not in _CHECKED_BY_A_PUBLISHED_DIGEST:
+            log.info("cached artifact was never checked against a published digest, which --verify strict "
+                     "requires; downloading again", path=entry.path, verified_by=entry.verified_by)
+            return None
+        return entry.verified_by
+
+    def _download(self, url: str, candidate: Candidate) -> Optional[CacheEntry]:
+        safe_url = redact_url(url)
+        started = time.monotonic()
+        transfers = 0
+        while True:
+            try:
+                entry = self._transfer(url, candidate)
+            except _BrokenTransfer as broken:
+                transfers += 1
+                if transfers <= self.settings.http.retries:
+                    log.info("transfer broke; trying again", url=safe_url, error=broken.failure.message,
+                             attempt=transfers)
+                    self.session.pause(transfers)
+                    continue
+                self._record(safe_url, TRANSPORT, broken.failure.message, started)
+                return None
+            except HttpFailure as failure:
+                outcome = NOT_FOUND if failure.not_found else UNREACHABLE if failure.unreachable else TRANSPORT
+                self._record(safe_url, outcome, self._http_detail(failure, url), started, hint=failure.hint)
+                return None
+            except VerificationError as failure:
+                self._record(safe_url, VERIFICATION, failure.message, started)
+                return None
+            except ArtifactTooLarge as failure:
+                self._record(safe_url, REJECTED, failure.message, started)
+                return None
+            log.info("downloaded", url=safe_url, status=200, elapsed=_elapsed(started), sha256=entry.sha256,
+                     size=entry.size, verified_by=entry.verified_by)
+            return entry
+
+    def _transfer(self, url: str, candidate: Candidate) -> CacheEntry:
+        policy = self.settings.verify.policy
+        # The checksum comes first: holding the artifact's response open while asking for its sidecar needs two
+        # connections per loader, which deadlocks a fleet against a server that caps its concurrent requests.
+        expectation = self.checksums.expectation_for(url)
+        if expectation is None and policy == "strict":
+            raise VerificationError(
+                f"no checksum is published for {candidate.filename} and --verify strict requires one",
+                hint="pin it with --sha256 or --checksums, publish a .sha256 sidecar or SHA256SUMS, "
+                     "or use --verify auto",
+            )
+        with self.session.get_stream(url) as response:
+            try:
+                entry = self.cache.stream_into(
+                    candidate.cache_path,
+                    self.session.iter_body(response),
+                    max_size=self.settings.http.max_size,
+                    expected_size=_content_length(response),
+                    expected_sha256=expectation.sha256 if expectation else None,
+                    expectation_source=expectation.source if expectation else "",
+                    verified_by=_verified_by(expectation, policy),
+                    url=redact_url(url),
+                    progress=self.progress,
+                )
+            except (HttpFailure, IncompleteDownload) as failure:
+                raise _BrokenTransfer(failure) from None
+        if expectation is None and policy == "auto":
+            log.warning("the repository publishes no checksum for this artifact; recorded the digest of what was "
+                        "downloaded", url=redact_url(url), sha256=entry.sha256)
+        return entry
+
+    def _http_detail(self, failure: HttpFailure, url: str) -> str:
+        if failure.url == redact_url(url):
+            return failure.message
+        return f"fetching {failure.url}: {failure.message}"  # the failing request was a checksum document
+
+    def _record(self, safe_url: str, outcome: str, detail: str, started: float, hint: str = "") -> None:
+        elapsed = _elapsed(started)
+        self.attempts.append(Attempt(safe_url, outcome, detail, hint))
+        log.info("download attempt failed", url=safe_url, result=detail, elapsed=elapsed)
+
+    # -- giving up --------------------------------------------------------------------------------------------------
+
+    def _failure(self) -> LoaderError:
+        plan = self.plan
+        tried = [str(a) for a in self.attempts] + self.notes
+        what = (f"{plan.driver_type} for kernel {plan.kernel_release} (target {plan.target_id}, "
+                f"driver {plan.driver_version}, compatible {plan.compatible})")
+        outcomes = {a.outcome for a in self.attempts}
+        if VERIFICATION in outcomes:
+            return VerificationError(f"no downloaded {what} passed verification", tried=tried,
+                                     hint="nothing unverified was kept; " + ADVICE)
+        if outcomes <= {NOT_FOUND}:
+            return NoDriverError(f"no prebuilt {what} was found", tried=tried, hint=ADVICE)
+        if outcomes == {UNREACHABLE}:
+            repos = [redact_url(r) for r in self.settings.repos]
+            return NetworkError(
+                f"could not reach the driver repositor{'y' if len(repos) == 1 else 'ies'} {', '.join(repos)} "
+                f"({self.attempts[-1].detail}), so no prebuilt {plan.driver_type} could be looked for",
+                repos=repos, tried=tried, hint=NETWORK_ADVICE,
+            )
+        failed = sum(1 for a in self.attempts if a.outcome != NOT_FOUND)
+        hints = list(dict.fromkeys(a.hint for a in self.attempts if a.hint))
+        if UNREACHABLE in outcomes:
+            hints.append(NETWORK_ADVICE)
+        return LoaderError(
+            f"could not download a prebuilt {what}: {failed} of {len(self.attempts)} attempts failed for reasons "
+            "other than 'not found'",
+            tried=tried,
+            hint="; ".join(hints or ["check the network, proxy and TLS settings (--log-level debug shows more)"])
+            + "; or " + ADVICE,
+        )
+
+
+def _verified_by(expectation: Optional[Expectation], policy: str) -> str:
+    if expectation is not None:
+        return expectation.verified_by
+    return UNVERIFIED_POLICY_OFF if policy == "off" else UNVERIFIED_RECORDED
+
+
+def _content_length(response) -> Optional[int]:
+    """The announced body size, when it describes the bytes we will receive (no content encoding)."""
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+        return None
+    value = response.headers.get("Content-Length", "")
+    return int(value) if value.strip().isdigit() else None
+
+
+def _elapsed(started: float) -> str:
+    return f"{time.monotonic() - started:.2f}s"

@@ -1,0 +1,1 @@
+"""Orchestration: from settings to a plan (resolve), and the install pipeline over the edges."""
