@@ -8,7 +8,6 @@ import threading
 import pytest
 from download_helpers import sha256
 
-from driver_loader.artifacts import cache as cache_module
 from driver_loader.artifacts.cache import (
     META_SUFFIX,
     TEMP_PREFIX,
@@ -19,6 +18,7 @@ from driver_loader.artifacts.cache import (
     lock_file_name,
 )
 from driver_loader.core.errors import ExitCode, LoaderError, VerificationError
+from driver_loader.system import atomic
 
 pytest_plugins = ["download_fixtures"]
 
@@ -164,7 +164,7 @@ def test_disk_full_is_a_clear_runtime_error_with_nothing_left(cache, root, monke
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "_write_all", full)
+    monkeypatch.setattr(atomic, "write_all", full)
     path = artifact(root)
     with pytest.raises(LoaderError) as info:
         store(cache, path)

@@ -5,10 +5,8 @@ import stat
 import pytest
 from fake_kernel import FakeKernel
 
-from driver_loader.build.local_build import CommandResult
 from driver_loader.core.errors import ExitCode, LoaderError, LoadError
 from driver_loader.kernel.modules import (
-    SYSCALLS,
     KernelModules,
     Syscalls,
     depmod_argv,
@@ -18,6 +16,8 @@ from driver_loader.kernel.modules import (
     remove_persisted_module,
     unload_module,
 )
+from driver_loader.system.runner import CommandResult
+from driver_loader.system.syscalls import SYSCALLS, syscall_number
 
 
 def Result(returncode=0, output="", timed_out=False):
@@ -299,9 +299,11 @@ def test_other_errors_do_not_fall_back_to_insmod(kernel, tmp_path):
 
 
 def test_syscall_numbers_per_architecture():
-    assert SYSCALLS["x86_64"] == {"finit_module": 313, "delete_module": 176}
-    assert SYSCALLS["aarch64"] == {"finit_module": 273, "delete_module": 106}
+    assert SYSCALLS["x86_64"] == {"finit_module": 313, "delete_module": 176, "bpf": 321}
+    assert SYSCALLS["aarch64"] == {"finit_module": 273, "delete_module": 106, "bpf": 280}
     assert Syscalls(arch="amd64").numbers == SYSCALLS["x86_64"]
+    assert syscall_number("bpf", "arm64") == 280
+    assert syscall_number("bpf", "riscv64") is None
 
 
 def test_an_unknown_architecture_reports_enosys_without_a_syscall():

@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from driver_loader.core.errors import LoaderError, VerificationError
 from driver_loader.output.log import get_logger
+from driver_loader.system.atomic import AtomicFile
 
 log = get_logger(__name__)
 
@@ -64,13 +65,6 @@ class ArtifactTooLarge(LoaderError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def lock_file_name(name: str) -> str:
@@ -171,10 +165,9 @@ class ArtifactCache:
                                    hint="raise --max-size if this size is expected")
         with self.lock(path), self._directory(path, create=True) as (dir_fd, name):
             self._regular_file_exists(dir_fd, name, path)  # refuses a symlink planted at the final path
-            temp = _temp_name(name)
-            fd = self._open(dir_fd, temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
+            temp = self._new_temp(dir_fd, name, path)
             try:
-                sha256, size = self._write_chunks(fd, chunks, max_size, expected_size, progress, path)
+                sha256, size = self._write_chunks(temp, chunks, max_size, expected_size, progress, path)
                 if expected_sha256 and sha256 != expected_sha256.lower():
                     raise VerificationError(
                         f"checksum mismatch for {name}: expected {expected_sha256.lower()} "
@@ -184,14 +177,8 @@ class ArtifactCache:
                     )
                 meta = {"sha256": sha256, "size": size, "url": url, "verified_by": verified_by, "created": _now()}
                 self._commit(dir_fd, temp, name, meta, path)
-            except BaseException:
-                os.close(fd)
-                fd = -1
-                self._unlink(dir_fd, temp, path, quiet=True)
-                raise
             finally:
-                if fd >= 0:
-                    os.close(fd)
+                temp.discard()  # closes and removes the temp file unless it was installed
             return CacheEntry(path=self._normalize(path), sha256=sha256, size=size, url=url,
                               verified_by=verified_by, created=meta["created"])
 
@@ -397,48 +384,48 @@ class ArtifactCache:
 
     # -- file contents ------------------------------------------------------------------------------------------
 
-    def _write_chunks(self, fd: int, chunks: Iterable[bytes], max_size: int, expected_size: Optional[int],
+    def _new_temp(self, dir_fd: int, name: str, path: str) -> AtomicFile:
+        """The temp file an artifact (or its metadata) is written to, named so a dead writer's can be found."""
+        try:
+            return AtomicFile(dir_fd, name, mode=FILE_MODE, temp=_temp_name(name))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeCachePathError(f"refusing cache path {path}: its temp file is a symbolic link",
+                                           hint="remove the link; nothing was written through it") from None
+            raise self._os_failure(exc, path) from None
+
+    def _write_chunks(self, temp: AtomicFile, chunks: Iterable[bytes], max_size: int, expected_size: Optional[int],
                       progress: Optional[Progress], path: str) -> Tuple[str, int]:
         digest = hashlib.sha256()
         size = 0
         # Only our own writes are wrapped: an OSError raised by the source (a broken connection) is not the cache's.
-        self._io(path, os.fchmod, fd, FILE_MODE)
         for chunk in chunks:
             size += len(chunk)
             if size > max_size:
                 raise ArtifactTooLarge(f"artifact is larger than the maximum of {max_size} bytes",
                                        hint="raise --max-size if this size is expected")
             digest.update(chunk)
-            self._io(path, _write_all, fd, chunk)
+            self._io(path, temp.write, chunk)
             if progress is not None:
                 progress(size, expected_size)
-        self._io(path, os.fsync, fd)
+        self._io(path, temp.finish)
         if expected_size is not None and size != expected_size:
             raise IncompleteDownload(f"transfer ended after {size} of {expected_size} bytes")
         return digest.hexdigest(), size
 
-    def _commit(self, dir_fd: int, temp: str, name: str, meta: dict, path: str) -> None:
+    def _commit(self, dir_fd: int, temp: AtomicFile, name: str, meta: dict, path: str) -> None:
         """Rename the verified temp file into place, then its metadata. The old metadata goes first, so a crash
         in between leaves a file without metadata, which is never reused."""
-        meta_temp = _temp_name(name + META_SUFFIX)
-        meta_fd = self._open(dir_fd, meta_temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path)
-        try:
+        with self._new_temp(dir_fd, name + META_SUFFIX, path) as meta_temp:
             try:
-                os.fchmod(meta_fd, FILE_MODE)
-                _write_all(meta_fd, json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
-                os.fsync(meta_fd)
-            finally:
-                os.close(meta_fd)
-            self._unlink(dir_fd, name + META_SUFFIX, path)
-            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.rename(meta_temp, name + META_SUFFIX, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.fsync(dir_fd)
-        except OSError as exc:
-            self._unlink(dir_fd, meta_temp, path, quiet=True)
-            raise self._os_failure(exc, path) from None
-        except BaseException:
-            self._unlink(dir_fd, meta_temp, path, quiet=True)
-            raise
+                meta_temp.write(json.dumps(meta, indent=2, sort_keys=True).encode() + b"\n")
+                meta_temp.finish()
+                self._unlink(dir_fd, name + META_SUFFIX, path)
+                temp.install()
+                meta_temp.install()
+                os.fsync(dir_fd)
+            except OSError as exc:
+                raise self._os_failure(exc, path) from None
 
     def _read_meta(self, dir_fd: int, name: str, path: str) -> Optional[dict]:
         try:

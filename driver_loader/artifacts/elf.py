@@ -16,8 +16,6 @@ import re
 import shutil
 import stat
 import struct
-import subprocess
-import tempfile
 import types
 import zlib
 from pathlib import Path
@@ -36,6 +34,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 _ZSTD_PIECE = 256
+_ZSTD_TIMEOUT = 120.0
 
 SIGNATURE_MAGIC = b"~Module signature appended~\n"
 # struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], __be32 sig_len.
@@ -298,29 +297,21 @@ def _unzstd_with_package(zstandard, data: bytes, label: str, limit: int) -> byte
 
 
 def _unzstd_with_binary(binary: str, data: bytes, label: str, limit: int) -> bytes:
-    # Input and errors go through temporary files so that reading the bounded output cannot deadlock.
-    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as errors:
-        source.write(data)
-        source.seek(0)
-        proc = subprocess.Popen([binary, "-d", "-c", "-q"], stdin=source, stdout=subprocess.PIPE, stderr=errors)
-        assert proc.stdout is not None
-        try:
-            out = _read_stream(proc.stdout, limit)
-            if len(out) > limit:
-                proc.kill()
-        finally:
-            proc.stdout.close()
-            returncode = proc.wait()
-        if len(out) > limit:
-            return out
-        if returncode != 0:
-            errors.seek(0)
-            reason = errors.read(4096).decode("utf-8", "replace").strip().splitlines()
-            raise VerificationError(
-                f"{label}: corrupt or truncated zstd data ({reason[-1] if reason else f'zstd exit {returncode}'})",
-                tried=[f"{binary} -d -c"],
-                hint="delete the file and download it again",
-            )
+    from driver_loader.system.runner import CommandRunner
+
+    out, result = CommandRunner().filter_bytes([binary, "-d", "-c", "-q"], data, limit=limit, timeout=_ZSTD_TIMEOUT)
+    if len(out) > limit:
+        return out
+    if result.timed_out:
+        raise LoaderError(f"{label}: {binary} did not finish decompressing within {_ZSTD_TIMEOUT:g} s",
+                          tried=[f"{binary} -d -c"], hint="install the `zstandard` Python package and run again")
+    if not result.ok:
+        reason = result.stderr.strip().splitlines()
+        raise VerificationError(
+            f"{label}: corrupt or truncated zstd data ({reason[-1] if reason else f'zstd exit {result.returncode}'})",
+            tried=[f"{binary} -d -c"],
+            hint="delete the file and download it again",
+        )
     return out
 
 

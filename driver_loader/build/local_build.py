@@ -7,28 +7,26 @@ version and kernel release are the ones asked for) reaches the cache; on any fai
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import posixpath
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import tempfile
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from driver_loader.artifacts.cache import ArtifactCache
 from driver_loader.artifacts.elf import inspect_artifact, read_artifact
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NoDriverError, UsageError, VerificationError
 from driver_loader.core.headers import headers_hint
-from driver_loader.core.naming import unsafe_reason
+from driver_loader.core.naming import MODULE_SUFFIXES, unsafe_reason
 from driver_loader.core.settings import DEFAULT_TOOL_TIMEOUT, Settings
 from driver_loader.core.versions import publishes_ebpf_probe
 from driver_loader.host.root import resolve_in_root
 from driver_loader.output.log import get_logger
+from driver_loader.system.runner import CommandResult, CommandRunner
 
 if TYPE_CHECKING:
     from driver_loader.core.plan import Plan
@@ -37,7 +35,6 @@ log = get_logger()
 
 VERIFIED_BY = "local-build"
 LOG_TAIL_LINES = 40
-MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 _PROBE_TIMEOUT = 60.0
 BUILD_TIMEOUT_KNOB = "--build-timeout SECONDS (or FALCOCTL_DRIVER_BUILD_TIMEOUT)"
 TOOL_TIMEOUT_KNOB = "--tool-timeout SECONDS (or FALCOCTL_DRIVER_TOOL_TIMEOUT)"
@@ -48,76 +45,6 @@ _COMPILER_NAME = re.compile(r"^gcc(-\d+(\.\d+)*)?$")
 _DKMS_STATUS_LINE = re.compile(r"^(?P<name>[^,/:\s]+)\s*[,/]\s*(?P<version>[^,:\s]+)\s*[,:]")
 
 Progress = Callable[[str], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class CommandResult:
-    argv: Tuple[str, ...]
-    returncode: Optional[int]  # None when the command timed out or could not start
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and not self.timed_out
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def describe(self, timeout: float) -> str:
-        if self.timed_out:
-            return f"timed out after {timeout:g} s"
-        if self.returncode is None:
-            return f"could not start: {self.stderr.strip()}"
-        return f"exit status {self.returncode}"
-
-
-class CommandRunner:
-    """Runs external commands and captures their output; unit tests swap in a fake with the same two methods."""
-
-    def which(self, program: str) -> Optional[str]:
-        return shutil.which(program)
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        timeout: float,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[str] = None,
-    ) -> CommandResult:
-        """Run `argv` (no shell) with `env` added to this process's environment. On timeout the whole process group
-        is killed: make and DKMS leave compiler children behind otherwise."""
-        full_env = {**os.environ, **(env or {})}
-        try:
-            proc = subprocess.Popen(
-                list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=cwd, env=full_env, start_new_session=True,
-            )
-        except OSError as exc:
-            return CommandResult(tuple(argv), None, "", f"{argv[0]}: {exc.strerror or exc}")
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            stdout, stderr = proc.communicate()
-            return CommandResult(tuple(argv), None, _text(stdout), _text(stderr), timed_out=True)
-        except BaseException:
-            _kill_group(proc)
-            proc.wait()
-            raise
-        return CommandResult(tuple(argv), proc.returncode, _text(stdout), _text(stderr))
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +250,7 @@ def _read_tail(path: str) -> List[str]:
         with open(path, "rb") as stream:
             stream.seek(0, os.SEEK_END)
             stream.seek(max(0, stream.tell() - 256 * 1024))
-            return tail_lines(_text(stream.read()))
+            return tail_lines(stream.read().decode("utf-8", "replace"))
     except OSError as exc:
         return [f"(cannot read {path}: {exc.strerror or exc})"]
 

@@ -12,6 +12,9 @@ from urllib.parse import quote
 # releases, kernel versions, distro ids and driver versions use.
 _SAFE = re.compile(r"[A-Za-z0-9._+~,:=@-]+", re.ASCII)
 
+# How kernel module files end: plain, or compressed by kmod's xz, gzip or zstd (the content decides, not the name).
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:

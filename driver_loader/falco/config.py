@@ -7,7 +7,6 @@ half of either; a failed write leaves the old file as it was.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Optional, Tuple
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError
 from driver_loader.output.log import get_logger
+from driver_loader.system.atomic import write_atomically
 
 log = get_logger(__name__)
 
@@ -126,39 +126,3 @@ def _read(path: str) -> Optional[str]:
         return None
     except OSError:
         return ""  # present but unreadable: never equal to what we would write
-
-
-def write_atomically(path: str, data: bytes, *, mode: int) -> None:
-    """Replace `path` with `data` through a temp file in the same directory: fsync, rename, fsync the directory.
-    On any failure the temp file is removed and `path` is left as it was."""
-    directory = os.path.dirname(path) or "."
-    temp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

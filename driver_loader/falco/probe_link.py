@@ -7,13 +7,13 @@ half-made link, even while the probe is being switched to another version.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from typing import Optional
 
 from driver_loader.core.errors import LoaderError
 from driver_loader.output.log import get_logger
+from driver_loader.system.atomic import symlink_atomically
 
 log = get_logger(__name__)
 
@@ -38,17 +38,13 @@ def point_probe_link(link: str, target: str) -> bool:
     if _link_target(link) == target:
         return False
     directory = os.path.dirname(link)
-    temp = os.path.join(directory, f".{os.path.basename(link)}.{os.urandom(6).hex()}.tmp")
     try:
         os.makedirs(directory, exist_ok=True)
-        os.symlink(target, temp)
-        os.replace(temp, link)
+        symlink_atomically(target, link)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
         raise LoaderError(
             f"cannot point {link} to the probe: {exc.strerror or exc}",
-            tried=[f"symlink {temp} -> {target}", f"rename to {link}"],
+            tried=[f"symlink a temporary link beside {link} -> {target}", f"rename it to {link}"],
             hint=f"check that {directory} is writable and is not a file",
         ) from None
     log.info("pointed the eBPF probe link at the verified probe", link=link, target=target)

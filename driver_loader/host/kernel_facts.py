@@ -16,6 +16,7 @@ from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from driver_loader.artifacts.elf import decompress, inspect_artifact, read_artifact
 from driver_loader.core.errors import LoaderError
+from driver_loader.core.naming import MODULE_SUFFIXES
 from driver_loader.host.root import is_host_regular_file, read_host_file, resolve_in_root
 from driver_loader.output.log import get_logger
 
@@ -27,7 +28,6 @@ _SYMVERS_LIMIT = 64 * 1024 * 1024
 _IN_TREE_MODULE_LIMIT = 64 * 1024 * 1024
 # Every in-tree module carries the same vermagic, so a handful of readable ones is plenty.
 _MAX_MODULES_TRIED = 8
-_MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 _MODULE_DIRS = ("lib/modules", "usr/lib/modules")
 # include/linux/vermagic.h: MODULE_ARCH_VERMAGIC per architecture (x86_64 adds nothing).
 _ARCH_VERMAGIC = {"x86_64": "", "aarch64": "aarch64"}
@@ -183,7 +183,7 @@ def _vermagic_of_in_tree_module(directory: Optional[str]) -> Optional[Tuple[str,
         dirnames.sort()
         for filename in sorted(filenames):
             path = os.path.join(dirpath, filename)
-            if not filename.endswith(_MODULE_SUFFIXES) or os.path.islink(path) or not os.path.isfile(path):
+            if not filename.endswith(MODULE_SUFFIXES) or os.path.islink(path) or not os.path.isfile(path):
                 continue
             tried += 1
             try:

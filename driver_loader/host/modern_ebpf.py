@@ -9,12 +9,11 @@ import ctypes
 import dataclasses
 import errno
 import os
-import platform
 from typing import Optional
 
 from driver_loader.core.kernelrelease import MODERN_EBPF_MIN_KERNEL, parse_kernel_release
+from driver_loader.system.syscalls import syscall_number
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}
 _BPF_MAP_CREATE = 0
 _BPF_MAP_TYPE_RINGBUF = 27
 
@@ -40,7 +39,7 @@ class _MapCreateAttr(ctypes.Structure):
 
 def ringbuf_map_creatable() -> Optional[bool]:
     """Create (and close) a BPF ring buffer map. None when the answer is unknowable here (EPERM, unknown arch)."""
-    nr = _BPF_SYSCALL.get(platform.machine())
+    nr = syscall_number("bpf")
     if nr is None:
         return None
     libc = ctypes.CDLL(None, use_errno=True)

@@ -52,23 +52,19 @@ def _str_or_none(value) -> Optional[str]:
 
 def _falco_versions(falco_binary: Optional[str]) -> Optional[dict]:
     import json
-    import shutil
-    import subprocess
 
-    binary = falco_binary or shutil.which("falco")
+    from driver_loader.system.runner import CommandRunner
+
+    runner = CommandRunner()
+    binary = falco_binary or runner.which("falco")
     if not binary:
         return None
-    try:
-        proc = subprocess.run(
-            [binary, "--version", "-o", "json_output=true"],
-            capture_output=True,
-            timeout=_FALCO_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("could not ask falco for its driver version", binary=binary, error=str(exc))
+    result = runner.run([binary, "--version", "-o", "json_output=true"], timeout=_FALCO_TIMEOUT)
+    if result.returncode is None:
+        log.warning("could not ask falco for its driver version", binary=binary,
+                    error=result.describe(_FALCO_TIMEOUT))
         return None
-    for line in reversed(proc.stdout.decode("utf-8", errors="replace").splitlines()):
+    for line in reversed(result.stdout.splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
@@ -77,7 +73,7 @@ def _falco_versions(falco_binary: Optional[str]) -> Optional[dict]:
                 continue
             if isinstance(doc, dict):
                 return doc
-    log.warning("falco --version printed no JSON", binary=binary, status=proc.returncode)
+    log.warning("falco --version printed no JSON", binary=binary, status=result.returncode)
     return None
 
 

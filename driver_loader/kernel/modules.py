@@ -12,21 +12,16 @@ import dataclasses
 import errno
 import os
 import platform
-import subprocess
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from driver_loader.core.errors import LoaderError, LoadError, UsageError
-from driver_loader.core.settings import DEFAULT_TOOL_TIMEOUT, normalize_arch
+from driver_loader.core.errors import LoaderError, LoadError
+from driver_loader.core.settings import DEFAULT_TOOL_TIMEOUT
 from driver_loader.output.log import get_logger
+from driver_loader.system.syscalls import syscall_numbers
 
 log = get_logger(__name__)
 
-# Syscall numbers per architecture (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h).
-SYSCALLS = {
-    "x86_64": {"finit_module": 313, "delete_module": 176},
-    "aarch64": {"finit_module": 273, "delete_module": 106},
-}
 # finit_module flag (Linux 5.17+): the file is compressed and the kernel decompresses it.
 MODULE_INIT_COMPRESSED_FILE = 4
 BUSY_ERRNOS = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY})
@@ -61,10 +56,7 @@ class Syscalls:
 
     def __init__(self, arch: Optional[str] = None) -> None:
         self.arch = arch or platform.machine()
-        try:
-            self.numbers = SYSCALLS.get(normalize_arch(self.arch), {})
-        except UsageError:
-            self.numbers = {}
+        self.numbers = syscall_numbers(self.arch)
         self._libc = None
 
     def finit_module(self, fd: int, flags: int = 0) -> None:
@@ -217,12 +209,12 @@ class KernelModules:
 
     def insmod(self, fd: int) -> Tuple[int, str]:
         """`insmod` on the same open file (through /proc/self/fd), for kernels without finit_module."""
-        argv = ["insmod", f"/proc/self/fd/{fd}"]
-        try:
-            proc = subprocess.run(argv, pass_fds=(fd,), capture_output=True, timeout=_INSMOD_TIMEOUT, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return -1, str(exc)
-        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace").strip()
+        from driver_loader.system.runner import CommandRunner
+
+        result = CommandRunner().run(["insmod", f"/proc/self/fd/{fd}"], timeout=_INSMOD_TIMEOUT, pass_fds=(fd,))
+        if result.returncode is None:
+            return -1, result.describe(_INSMOD_TIMEOUT)
+        return result.returncode, result.output.strip()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -431,7 +423,7 @@ def persist_module(data: bytes, *, name: str, release: str, host_root: str = "/"
     `modprobe <name>` finds it after a reboot. The file appears whole or not at all."""
     directory = os.path.join(host_root, "lib/modules", release, "extra")
     path = os.path.join(directory, f"{name}.ko")
-    from driver_loader.falco.config import write_atomically
+    from driver_loader.system.atomic import write_atomically
 
     try:
         os.makedirs(directory, mode=0o755, exist_ok=True)
@@ -469,7 +461,7 @@ def depmod_argv(release: str, host_root: str = "/") -> List[str]:
 
 def run_depmod(release: str, *, host_root: str = "/", runner=None, timeout: float = DEFAULT_TOOL_TIMEOUT) -> None:
     if runner is None:
-        from driver_loader.build.local_build import CommandRunner
+        from driver_loader.system.runner import CommandRunner
 
         runner = CommandRunner()
     argv = depmod_argv(release, host_root)

@@ -213,7 +213,8 @@ def _cached(plan) -> Optional[str]:
 
 
 def _build_inputs(plan, settings: Settings) -> dict:
-    from driver_loader.build.local_build import CommandRunner, find_headers, find_sources
+    from driver_loader.build.local_build import find_headers, find_sources
+    from driver_loader.system.runner import CommandRunner
 
     def look(find, *args) -> Found:
         try:

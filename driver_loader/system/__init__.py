@@ -1,0 +1,1 @@
+"""Helpers the edges share, one home each: atomic writes, bounded reads, the subprocess runner, syscall numbers."""
