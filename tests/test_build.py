@@ -805,11 +805,24 @@ def recorded_builds(monkeypatch, tmp_path):
     """build_artifact replaced by a recorder that 'builds' at the plan's first cache path."""
     from driver_loader.cli.commands import build as build_command
 
-    calls = []
+    class Calls(list):
+        def sha256(self, plan):
+            with open(plan.candidates[0].cache_path, "rb") as built:
+                return hashlib.sha256(built.read()).hexdigest()
 
-    def fake_build(plan, settings, **_kwargs):
+    calls = Calls()
+
+    def fake_build(plan, settings, *, cache, **_kwargs):
         calls.append((plan, settings))
-        return BuildResult(plan.candidates[0].cache_path, "ab" * 32, "local-build", "/var/lib/dkms/make.log")
+        made = tmp_path / "made" / str(len(calls))
+        made.mkdir(parents=True)
+        if plan.driver_type is DriverType.KMOD:
+            built = make_kmod(made, version=plan.driver_version, vermagic=f"{RELEASE} SMP preempt mod_unload ",
+                              modversions=False)
+        else:
+            built = make_bpf_probe(made, kernel_version=RELEASE, probe_version=plan.driver_version)
+        entry = cache.store_file(plan.candidates[0].cache_path, str(built), verified_by="local-build")
+        return BuildResult(entry.path, entry.sha256, "local-build", "/var/lib/dkms/make.log")
 
     monkeypatch.setattr(build_command, "build_artifact", fake_build)
     return calls
@@ -847,7 +860,7 @@ def test_build_json_output(capsys, host_root, recorded_builds, tmp_path):
     ((plan, _settings),) = recorded_builds
     assert json.loads(out) == {
         "driver_type": "ebpf", "driver_name": "falco", "driver_version": VERSION, "kernel_release": RELEASE,
-        "path": plan.candidates[0].cache_path, "sha256": "ab" * 32, "verified_by": "local-build",
+        "path": plan.candidates[0].cache_path, "sha256": recorded_builds.sha256(plan), "verified_by": "local-build",
         "log_path": "/var/lib/dkms/make.log",
     }
 

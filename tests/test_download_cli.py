@@ -5,17 +5,28 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from download_helpers import DEFAULT_VERSION, FILENAME, artifact_path, closed_port, response_head, sha256
+from elf_fixtures import make_kmod
 
 pytest_plugins = ["download_fixtures", "tls_fixtures"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BODY = b"\x7fELF" + os.urandom(4096)
+
+
+def _module_for_the_named_kernel() -> bytes:
+    """A kernel module built for the release the command line names: download judges what it keeps."""
+    with tempfile.TemporaryDirectory() as directory:
+        return make_kmod(Path(directory), vermagic="6.8.0-79-generic SMP preempt mod_unload modversions ",
+                         extra_c=f"const char padding[] = \"{os.urandom(8).hex()}\";").read_bytes()
+
+
+BODY = _module_for_the_named_kernel()
 
 
 @pytest.fixture
@@ -240,3 +251,25 @@ def test_a_killed_download_leaves_nothing_usable(raw_server, host_tree, tmp_path
     assert again.returncode == 0, again.stderr
     assert cached(cache_dir).read_bytes() == BODY
     assert not any(p.name.startswith(".partial-") for p in cached(cache_dir).parent.iterdir())
+
+
+@pytest.mark.parametrize("body", [b"<html><body>503 Service Unavailable</body></html>", b"\x7fELF" + b"\0" * 60],
+                         ids=["html-error-page", "truncated-elf"])
+def test_a_downloaded_file_that_is_not_a_driver_is_refused_and_not_kept(server, download, body):
+    # Even with a matching sidecar: a checksum says the server meant to send these bytes, not that they are a driver.
+    server.expect_request(artifact_path()).respond_with_data(body)
+    server.expect_request(artifact_path() + ".sha256").respond_with_data(sha256(body))
+    result = download("--repo", server.url_for("/driver"))
+    assert result.returncode == 4, result.stderr
+    assert result.stdout == ""
+    assert not cached(download.cache_dir).exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_a_module_for_another_kernel_is_refused_by_download(server, download, tmp_path):
+    other = make_kmod(tmp_path, vermagic="6.8.0-31-generic SMP preempt mod_unload ", modversions=False).read_bytes()
+    server.expect_request(artifact_path()).respond_with_data(other)
+    result = download("--repo", server.url_for("/driver"))
+    assert result.returncode == 4, result.stderr
+    assert "6.8.0-31-generic" in result.stderr
+    assert not cached(download.cache_dir).exists()

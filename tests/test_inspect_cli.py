@@ -27,7 +27,7 @@ def machine(tmp_path, host_root, monkeypatch):
     Call it with sig_enforce=True or modules=False to change the kernel's state; it returns the host root.
     """
 
-    def make(*, modules=True, sig_enforce=False):
+    def make(*, modules=True, sig_enforce=False, running=RELEASE):
         proc, sys_ = tmp_path / "proc", tmp_path / "sys"
         (sys_ / "module/module/parameters").mkdir(parents=True, exist_ok=True)
         proc.mkdir(exist_ok=True)
@@ -36,6 +36,7 @@ def machine(tmp_path, host_root, monkeypatch):
         (sys_ / "module/module/parameters/sig_enforce").write_text("Y\n" if sig_enforce else "N\n")
         monkeypatch.setattr(inspect_command, "PROC_ROOT", str(proc))
         monkeypatch.setattr(inspect_command, "SYS_ROOT", str(sys_))
+        monkeypatch.setattr(inspect_command, "running_release", lambda: running)
         build = tmp_path / "in-tree"
         build.mkdir(exist_ok=True)
         in_tree = make_kmod(build, name="ext4", vermagic=VERMAGIC)
@@ -177,3 +178,25 @@ def test_probe_for_the_running_kernel_fits_through_the_real_entry_point(tmp_path
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["fits"] is True
+
+
+@pytest.mark.parametrize("machine_state", [{"modules": False}, {"sig_enforce": True}],
+                         ids=["build-host-without-modules", "build-host-enforcing-signatures"])
+def test_a_named_kernel_is_judged_not_the_build_host_running_it(tmp_path, machine, machine_state):
+    # --kernel-release names a kernel this machine is not running: the build host's own module support and
+    # signature policy say nothing about it, so they must not decide the verdict.
+    root = machine(running="5.10.0-99-cloud-amd64", **machine_state)
+    result = inspect(root, make_kmod(tmp_path, vermagic=VERMAGIC))
+
+    assert result.exit_code == 0, result.output
+    assert "verdict: fits kernel 6.1.0-56-amd64" in result.output
+    assert "not the running kernel" in result.output
+
+
+def test_a_named_kernel_still_fails_on_what_the_files_say(tmp_path, machine):
+    root = machine(running="5.10.0-99-cloud-amd64", modules=False)
+    result = inspect(root, make_kmod(tmp_path, vermagic=f"{RELEASE} SMP mod_unload "))
+
+    assert isinstance(result.exception, VerificationError), result.output
+    assert "FAIL vermagic" in result.output
+    assert "FAIL modules_unsupported" not in result.output

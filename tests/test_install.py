@@ -17,8 +17,15 @@ from driver_loader.build.local_build import BuildResult
 from driver_loader.cli.main import cli
 from driver_loader.core import checks
 from driver_loader.core.driver_types import DriverType
-from driver_loader.core.errors import ExitCode, LoaderError, NoDriverError, UnsupportedHostError, VerificationError
-from driver_loader.core.settings import Settings
+from driver_loader.core.errors import (
+    ExitCode,
+    LoaderError,
+    NoDriverError,
+    UnsupportedHostError,
+    UsageError,
+    VerificationError,
+)
+from driver_loader.core.settings import Settings, VerifyOptions
 from driver_loader.host.kernel_facts import RunningKernel
 from driver_loader.host.modern_ebpf import ModernEbpfSupport
 from driver_loader.net.fetch import FetchResult
@@ -125,6 +132,12 @@ class World:
         directory = self.tmp / "made" / str(self.made)
         directory.mkdir(parents=True)
         return make_bpf_probe(directory, kernel_version=RELEASE, **fields)
+
+    def fetch_filename(self):
+        from driver_loader.pipeline.resolve import resolve_plan
+
+        plan = resolve_plan(self.settings(), modules_supported=True, modern_ebpf_supported=False)
+        return plan.candidates[0].filename
 
     def config(self):
         path = self.config_dir / CONFIG
@@ -542,3 +555,72 @@ def test_cli_dry_run_changes_nothing(tmp_path):
     if proc.returncode == 0:
         assert "would: " in proc.stdout and 'DRIVER_VERSION="8.0.0+driver"' in proc.stdout
     assert not (tmp_path / "etc").exists() and not (tmp_path / "cache").exists()
+
+
+# -- one acquisition policy for every path ---------------------------------------------------------------------------
+
+
+def _cache_unverified_module(world, verified_by="none (recorded digest)"):
+    """A module in the cache as a download from a repository without checksums leaves it."""
+    from driver_loader.artifacts.cache import ArtifactCache
+    from driver_loader.pipeline.resolve import resolve_plan
+
+    plan = resolve_plan(world.settings(), modules_supported=True, modern_ebpf_supported=False)
+    module = world.module()
+    return ArtifactCache(str(world.cache_dir)).store_file(plan.candidates[0].cache_path, str(module),
+                                                          verified_by=verified_by)
+
+
+def test_strict_refuses_an_unchecked_cache_entry_without_download_and_loads_nothing(world):
+    entry = _cache_unverified_module(world)
+    settings = dict(download=False, compile=False, verify=VerifyOptions(policy="strict"))
+    with pytest.raises(VerificationError) as caught:
+        world.install(**settings)
+    assert "--verify strict" in caught.value.message
+    assert world.kernel.module_version("falco") is None
+    steps = dry_run(world.settings(**settings), world.edges()).steps
+    assert any("skip the cached artifact" in step and "--verify strict" in step for step in steps)
+    assert not any(step.startswith("run the pre-load checks") for step in steps)
+    assert os.path.exists(entry.path)  # --dry-run changes nothing
+
+
+def test_a_checksums_file_contradicting_the_cache_entry_is_honoured_without_download(world, tmp_path):
+    _cache_unverified_module(world, verified_by="sha256-sidecar")
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{'0' * 64}  8.0.0+driver/x86_64/{world.fetch_filename()}\n")
+    with pytest.raises(VerificationError) as caught:
+        world.install(download=False, compile=False, verify=VerifyOptions(checksums_file=str(sums)))
+    assert "pinned" in caught.value.message and "checksums file" in caught.value.message
+    assert world.kernel.module_version("falco") is None
+
+
+def test_a_pinned_cache_entry_is_used_without_download(world, tmp_path):
+    entry = _cache_unverified_module(world)
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{entry.sha256}  {world.fetch_filename()}\n")
+    result = world.install(download=False, compile=False,
+                           verify=VerifyOptions(policy="strict", checksums_file=str(sums)))
+    assert result.source == "cache"
+    assert world.kernel.module_version("falco") == "8.0.0+driver"
+
+
+def test_strict_builds_instead_of_reusing_an_unchecked_cache_entry(world):
+    _cache_unverified_module(world)
+    world.build.files.append(world.module())
+    result = world.install(download=False, verify=VerifyOptions(policy="strict"))
+    assert result.source == "build" and world.build.calls == 1
+
+
+def test_modern_ebpf_needs_no_driver_version(world, monkeypatch):
+    from driver_loader.host import version_source
+
+    monkeypatch.setattr(version_source, "_falco_versions", lambda _binary: None)
+    monkeypatch.setattr(version_source, "version_from_sources", lambda _name, _roots: None)
+    world.modern = ModernEbpfSupport(True, True, True, True, "BTF present")
+    for types in ((DriverType.MODERN_EBPF,), (DriverType.MODERN_EBPF, DriverType.KMOD)):
+        result = world.install(driver_version=None, driver_types=types)
+        assert result.source == "builtin" and result.driver_type is DriverType.MODERN_EBPF
+    assert world.fetch.calls == 0 and world.build.calls == 0
+    with pytest.raises(UsageError) as caught:
+        world.install(driver_version=None, driver_types=(DriverType.KMOD,))
+    assert caught.value.exit_code == ExitCode.USAGE

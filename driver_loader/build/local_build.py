@@ -16,12 +16,13 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
-from driver_loader.artifacts.cache import ArtifactCache
+from driver_loader.artifacts.cache import ArtifactCache, CacheEntry
 from driver_loader.artifacts.elf import inspect_artifact, read_artifact
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NoDriverError, UsageError, VerificationError
 from driver_loader.core.headers import headers_hint
 from driver_loader.core.naming import MODULE_SUFFIXES, unsafe_reason
+from driver_loader.core.policy import ChecksumRecord, Evidence, VerifyPolicy, checksum_decision
 from driver_loader.core.settings import DEFAULT_TOOL_TIMEOUT, Settings
 from driver_loader.core.versions import publishes_ebpf_probe
 from driver_loader.host.root import resolve_in_root
@@ -404,6 +405,20 @@ def verify_built_artifact(plan: Plan, settings: Settings, data: bytes, label: st
         )
 
 
+def _reusable(cache: ArtifactCache, path: str, settings: Settings) -> Optional[CacheEntry]:
+    """A cached entry at the build's destination, when the policy accepts its checksum record; otherwise the
+    build runs and replaces it (e.g. a download only recorded, under --verify strict)."""
+    entry = cache.lookup(path)
+    if entry is None:
+        return None
+    record = ChecksumRecord(entry.sha256, Evidence.parse(entry.verified_by) or Evidence.RECORDED)
+    decision = checksum_decision(record, policy=VerifyPolicy(settings.verify.policy), pin=None)
+    if not decision.usable:
+        log.info("not reusing the cached artifact; building", path=path, reason=decision.reason)
+        return None
+    return entry
+
+
 def build_artifact(
     plan: Plan,
     settings: Settings,
@@ -434,9 +449,9 @@ def build_artifact(
     cache = cache or ArtifactCache(settings.cache_dir)
     destination = plan.candidates[0].cache_path
 
-    cached = cache.lookup(destination)
+    cached = _reusable(cache, destination, settings)
     if cached is not None:
-        log.info("reusing the cached build", path=destination)
+        log.info("reusing the cached artifact instead of building", path=destination)
         return BuildResult(cached.path, cached.sha256, cached.verified_by, None)
     if plan.driver_type is DriverType.KMOD and os.geteuid() != 0:
         raise LoaderError(
@@ -446,7 +461,7 @@ def build_artifact(
         )
 
     with cache.lock(destination):
-        cached = cache.lookup(destination)
+        cached = _reusable(cache, destination, settings)
         if cached is not None:
             return BuildResult(cached.path, cached.sha256, cached.verified_by, None)
         workdir = tempfile.mkdtemp(prefix="falco-driver-build-")

@@ -82,6 +82,11 @@ def check_artifact(
     return findings
 
 
+def _judged(kernel: RunningKernel) -> str:
+    """How messages name the kernel being judged."""
+    return "the running kernel" if kernel.running else "the named kernel"
+
+
 def summarize(findings: Sequence[Finding]) -> Tuple[bool, List[str]]:
     """(fits, reasons): fits when nothing failed; the reasons are the failures' messages, in check order."""
     reasons = [finding.message for finding in findings if not finding.ok]
@@ -98,6 +103,9 @@ def interface_compatible(have: Triplet, required: Triplet, *, exact_minor: bool 
 
 
 def _module_support(kernel: RunningKernel) -> Finding:
+    if not kernel.running:
+        return Finding(True, MODULES_UNSUPPORTED, f"kernel {kernel.release} is not the running kernel: whether it "
+                       "supports loadable modules is not checked", warning=True)
     if kernel.modules_supported:
         return Finding(True, MODULES_UNSUPPORTED, "the kernel supports loadable modules")
     return Finding(
@@ -177,7 +185,7 @@ def _vermagic_and_release(info: ArtifactInfo, kernel: RunningKernel) -> List[Fin
     if kernel.vermagic is None:
         findings.append(Finding(
             True, VERMAGIC,
-            f"cannot check vermagic {modmagic!r}: the running kernel's is {kernel.vermagic_source}",
+            f"cannot check vermagic {modmagic!r}: {_judged(kernel)}'s is {kernel.vermagic_source}",
             hint=f"mount the host's /lib/modules/{kernel.release} or /boot so the loader can check; "
             "otherwise insmod decides",
             warning=True,
@@ -190,7 +198,7 @@ def _vermagic_and_release(info: ArtifactInfo, kernel: RunningKernel) -> List[Fin
             findings.append(Finding(
                 False, VERMAGIC,
                 f"vermagic flags differ: module {module_flags.strip()!r}, "
-                f"running kernel {kernel_flags.strip()!r} ({kernel.vermagic_source})",
+                f"{_judged(kernel)} {kernel_flags.strip()!r} ({kernel.vermagic_source})",
                 hint="the module was built for a differently configured kernel (SMP, preempt, modversions or "
                 f"arch); use the artifact built for {kernel.release} or build one against its headers",
             ))
@@ -206,11 +214,11 @@ def _split_vermagic(vermagic: str) -> Tuple[str, str]:
 
 def _release(info: ArtifactInfo, kernel: RunningKernel, module_release: str) -> Finding:
     if module_release == kernel.release:
-        return Finding(True, KERNEL_RELEASE, f"built for the running kernel {kernel.release}")
+        return Finding(True, KERNEL_RELEASE, f"built for {_judged(kernel)} {kernel.release}")
     if not info.has_modversions:
         return Finding(
             False, KERNEL_RELEASE,
-            f"module is built for kernel {module_release}, the running kernel is {kernel.release}, and without "
+            f"module is built for kernel {module_release}, {_judged(kernel)} is {kernel.release}, and without "
             "symbol versions (modversions) the kernel requires the exact release",
             hint=f"use the artifact built for {kernel.release}, or build one against its headers",
         )
@@ -218,7 +226,7 @@ def _release(info: ArtifactInfo, kernel: RunningKernel, module_release: str) -> 
 
 
 def _symbol_crcs(info: ArtifactInfo, kernel: RunningKernel, module_release: str) -> Finding:
-    built_for = f"module is built for kernel {module_release}, the running kernel is {kernel.release}"
+    built_for = f"module is built for kernel {module_release}, {_judged(kernel)} is {kernel.release}"
     symvers = kernel.symvers
     if not symvers:
         return Finding(
@@ -326,6 +334,10 @@ def _signature(info: ArtifactInfo, kernel: RunningKernel) -> Finding:
         enforcing.append("sig_enforce=Y")
     if kernel.lockdown in SIGNATURE_ENFORCING_LOCKDOWN:
         enforcing.append(f"lockdown={kernel.lockdown}")
+    if not kernel.running:
+        state = "signed" if info.signed else "unsigned"
+        return Finding(True, SIGNATURE, f"module is {state}; kernel {kernel.release} is not the running kernel, so "
+                       "whether it requires signatures is not checked", warning=not info.signed)
     if not kernel.enforces_signatures:
         state = "signed" if info.signed else "unsigned"
         return Finding(True, SIGNATURE, f"module is {state}; the kernel does not require signatures")
@@ -352,9 +364,9 @@ def _ebpf_kernel_version(info: ArtifactInfo, kernel: RunningKernel) -> Finding:
             hint="this is not a complete Falco eBPF probe; download or build it again",
         )
     if info.kernel_version == kernel.release:
-        return Finding(True, EBPF_KERNEL_VERSION, f"probe is compiled for the running kernel {kernel.release}")
+        return Finding(True, EBPF_KERNEL_VERSION, f"probe is compiled for {_judged(kernel)} {kernel.release}")
     return Finding(
         False, EBPF_KERNEL_VERSION,
-        f"probe is compiled for {info.kernel_version}, the running kernel is {kernel.release}",
+        f"probe is compiled for {info.kernel_version}, {_judged(kernel)} is {kernel.release}",
         hint=f"libscap requires an exact match; use the probe built for {kernel.release}",
     )

@@ -49,6 +49,9 @@ class RunningKernel:
     # Exported symbol -> CRC; None when no Module.symvers/symvers.gz was found. Loaded on first use.
     symvers: Optional[Mapping[str, int]] = dataclasses.field(default=None, compare=False, repr=False)
     symvers_source: Optional[str] = None
+    # False when judging another release than the running one (e.g. `--kernel-release` on a build host): its module
+    # support and signature policy cannot be read, so the checks that need them say so instead of failing.
+    running: bool = True
 
     @property
     def enforces_signatures(self) -> bool:
@@ -128,6 +131,7 @@ def read_running_kernel(
         lockdown=lockdown,
         symvers=ModuleSymvers(*symvers) if symvers else None,
         symvers_source=_shown(*symvers) if symvers else None,
+        running=running,
     )
     log.debug(
         "running kernel facts",

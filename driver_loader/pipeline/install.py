@@ -11,11 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NetworkError, NoDriverError, UnsupportedHostError, VerificationError
 from driver_loader.core.plan import Plan
+from driver_loader.core.policy import (
+    AcquisitionPlan,
+    CachedArtifact,
+    ChecksumRecord,
+    Evidence,
+    Observations,
+    Source,
+    Step,
+    StepKind,
+    VerifyPolicy,
+    acquisition_steps,
+)
+from driver_loader.core.policy import LoadedModule as ObservedModule
 from driver_loader.core.settings import Settings
 from driver_loader.falco.config import engine_config_path, write_engine_config
 from driver_loader.falco.probe_link import point_probe_link, probe_link_path
@@ -23,17 +36,25 @@ from driver_loader.kernel.modules import KernelModules, LoadedModule, load_modul
 from driver_loader.output.log import get_logger
 from driver_loader.output.progress import BuildSpinner, DownloadBar
 from driver_loader.pipeline.resolve import resolve_plan
+from driver_loader.pipeline.verify import (
+    Artifact,
+    Verified,
+    cache_location,
+    open_verified,
+    pins,
+    read_judged_kernel,
+)
 
 if TYPE_CHECKING:
     from driver_loader.host.modern_ebpf import ModernEbpfSupport
 
 log = get_logger(__name__)
 
-SOURCE_LOADED = "loaded"
-SOURCE_CACHE = "cache"
-SOURCE_DOWNLOAD = "download"
-SOURCE_BUILD = "build"
-SOURCE_BUILTIN = "builtin"  # modern_ebpf ships inside Falco
+SOURCE_LOADED = Source.LOADED
+SOURCE_CACHE = Source.CACHE
+SOURCE_DOWNLOAD = Source.DOWNLOAD
+SOURCE_BUILD = Source.BUILD
+SOURCE_BUILTIN = Source.BUILTIN  # modern_ebpf ships inside Falco
 
 
 @dataclasses.dataclass
@@ -78,25 +99,6 @@ class DryRun:
     steps: Tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Artifact:
-    path: str
-    sha256: str
-    source: str
-    verified_by: str
-
-
-@dataclasses.dataclass(frozen=True)
-class _Verified:
-    """An artifact opened once, whose bytes passed every check; `fd` is what gets loaded."""
-
-    fd: int
-    elf: bytes
-    info: Any
-    compressed: bool
-    warnings: Tuple[str, ...]
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Entry points
 
@@ -136,55 +138,62 @@ def install(settings: Settings, edges: Optional[Edges] = None) -> InstallResult:
 
 
 def dry_run(settings: Settings, edges: Optional[Edges] = None) -> DryRun:
-    """What install would do, from what can be seen without changing anything or using the network."""
+    """What install would do, from what can be seen without changing anything or using the network: the policy's
+    steps, from the same observations install makes."""
     edges = edges or Edges()
     plan, modern = resolve_for_install(settings, edges)
-    steps: List[str] = []
     config = engine_config_path(settings.falco_config_dir)
     tell_falco = (f"write {config} (engine.kind: {plan.driver_type})" if settings.update_falco
                   else "leave Falco's config alone (--no-update-falco)")
-    if plan.driver_type is DriverType.MODERN_EBPF:
-        steps.append(f"use the modern_ebpf driver built into Falco ({modern.reason if modern else 'supported'})")
-        return DryRun(plan, (*steps, tell_falco))
-    if plan.driver_type is DriverType.KMOD:
-        loaded = edges.kernel.loaded(settings.kernel_module_name)
-        if _is_compatible(loaded, plan):
-            steps.append(f"nothing to do: module {loaded.name} {loaded.version} is already loaded "
-                         f"and within {plan.compatible}")
-            return DryRun(plan, (*steps, tell_falco))
-        if loaded is not None:
-            steps.append(f"unload the loaded module {loaded.name} {loaded.version or '(no version)'} (it is outside "
-                         f"{plan.compatible}), retrying {settings.unload_retries} time(s) while it is in use")
-    steps += _artifact_steps(plan, settings)
-    if plan.driver_type is DriverType.KMOD:
-        steps.append(f"run the pre-load checks, then load it with finit_module and confirm "
-                     f"/sys/module/{settings.kernel_module_name}/version")
-        if settings.persist:
-            steps.append(f"install it as /lib/modules/{plan.kernel_release}/extra/{settings.kernel_module_name}.ko "
-                         "and run depmod")
-    else:
-        link = probe_link_path(settings.cache_dir, settings.driver_name)
-        steps.append(f"run the pre-load checks, then point {link} to it")
+    cache = edges.cache
+    if cache is None and plan.driver_type.has_artifact:
+        from driver_loader.artifacts.cache import ArtifactCache
+
+        cache = ArtifactCache(settings.cache_dir)
+    loaded = edges.kernel.loaded(settings.kernel_module_name) if plan.driver_type is DriverType.KMOD else None
+    acquisition = acquisition_plan(plan, settings, cache, loaded, discard=False) \
+        if plan.driver_type.has_artifact else acquisition_steps(
+            plan.driver_type, Observations(), policy=VerifyPolicy(settings.verify.policy),
+            download=settings.download, compile=settings.compile, version_fallback=settings.version_fallback)
+    steps = [f"skip the cached artifact {j.entry.path}: {j.decision.reason}"
+             for j in acquisition.cache if not j.decision.usable]
+    steps += [_describe_step(step, plan, settings, modern) for step in acquisition.steps]
+    if not acquisition.done_without_artifact and StepKind.FAIL not in acquisition.kinds():
+        if plan.driver_type is DriverType.KMOD:
+            steps.append(f"run the pre-load checks, then load it with finit_module and confirm "
+                         f"/sys/module/{settings.kernel_module_name}/version")
+            if settings.persist:
+                steps.append(f"install it as /lib/modules/{plan.kernel_release}/extra/"
+                             f"{settings.kernel_module_name}.ko and run depmod")
+        else:
+            link = probe_link_path(settings.cache_dir, settings.driver_name)
+            steps.append(f"run the pre-load checks, then point {link} to it")
+    if StepKind.FAIL in acquisition.kinds():
+        return DryRun(plan, tuple(steps))
     return DryRun(plan, (*steps, tell_falco))
 
 
-def _artifact_steps(plan: Plan, settings: Settings) -> List[str]:
-    steps = []
-    cached = [c.cache_path for c in plan.candidates if os.path.isfile(c.cache_path)]
-    if cached:
-        steps.append(f"use the cached artifact {cached[0]} once it verifies")
-    if settings.download:
+def _describe_step(step: Step, plan: Plan, settings: Settings, modern: Optional[ModernEbpfSupport]) -> str:
+    kind = step.kind
+    if kind is StepKind.USE_BUILTIN:
+        return f"use the modern_ebpf driver built into Falco ({modern.reason if modern else 'supported'})"
+    if kind is StepKind.KEEP_LOADED:
+        return f"nothing to do: module {step.detail} is already loaded and within {plan.compatible}"
+    if kind is StepKind.REPLACE_LOADED:
+        return (f"unload the loaded module {step.detail} (it is outside {plan.compatible}), retrying "
+                f"{settings.unload_retries} time(s) while it is in use")
+    if kind is StepKind.USE_CACHE:
+        return f"use the cached artifact {step.path} ({step.detail}) once it passes the pre-load checks"
+    if kind is StepKind.DOWNLOAD:
         urls = [url for candidate in plan.candidates for url in candidate.urls]
-        steps.append("download the first of: " + ", ".join(urls) if urls else
-                     "download: no artifact name can be made for this host")
-        if settings.version_fallback:
-            steps.append(f"if none exists, try the newest other version in {plan.compatible} a repository lists")
-    if settings.compile:
-        steps.append(f"otherwise build {settings.driver_name} {plan.driver_version} for {plan.kernel_release} "
-                     f"from /usr/src/{settings.driver_name}-{plan.driver_version}")
-    if not cached and not settings.download and not settings.compile:
-        steps.append("fail: nothing is cached and download and compile are both disabled")
-    return steps
+        return ("download the first of: " + ", ".join(urls) if urls else
+                "download: no artifact name can be made for this host")
+    if kind is StepKind.OTHER_VERSIONS:
+        return f"if none exists, try the newest other version in {plan.compatible} a repository lists"
+    if kind is StepKind.BUILD:
+        return (f"otherwise build {settings.driver_name} {plan.driver_version} for {plan.kernel_release} "
+                f"from /usr/src/{settings.driver_name}-{plan.driver_version}")
+    return f"fail: {step.detail}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -204,7 +213,8 @@ def _install_kmod(plan: Plan, settings: Settings, edges: Edges) -> InstallResult
     name = settings.kernel_module_name
     loaded = kernel.loaded(name)
     actions: List[str] = []
-    if _is_compatible(loaded, plan):
+    first = acquisition_plan(plan, settings, None, loaded, observe=False).steps[0]
+    if first.kind is StepKind.KEEP_LOADED and loaded is not None:
         log.debug(f"module {name} {loaded.version} already loaded; nothing to do", compatible=str(plan.compatible))
         config = _tell_falco(settings, DriverType.KMOD, None, actions)
         return InstallResult(DriverType.KMOD, SOURCE_LOADED, version=loaded.version, falco_config=config,
@@ -234,7 +244,7 @@ def _install_kmod(plan: Plan, settings: Settings, edges: Edges) -> InstallResult
         os.close(verified.fd)
     actions.append(f"loaded {name} {version} from {artifact.path} ({method})")
     log.info("module loaded", module=name, version=version, path=artifact.path, sha256=artifact.sha256,
-             verified_by=artifact.verified_by)
+             verified_by=str(verified.decision.evidence))
     config = _tell_falco(settings, DriverType.KMOD, None, actions)
     if settings.persist:
         persisted = persist_module(verified.elf, name=name, release=plan.kernel_release,
@@ -279,45 +289,90 @@ def _tell_falco(settings: Settings, driver_type: DriverType, probe: Optional[str
 # Getting a verified artifact
 
 
-def _verified_artifact(plan: Plan, settings: Settings, edges: Edges) -> Tuple[_Artifact, _Verified]:
-    """The first artifact, in source order, whose bytes pass every pre-load check, opened and verified."""
+def observe_cache(plan: Plan, settings: Settings, cache: Any, *, discard: bool = True) -> Tuple[CachedArtifact, ...]:
+    """The plan's candidates found in the cache, re-hashed, each with its verification record and pin. With
+    discard=False (--dry-run, doctor) a tampered entry is only skipped, not removed."""
+    resolver = pins(settings)
+    found = []
+    for candidate in plan.candidates:
+        entry = cache.lookup(candidate.cache_path, discard=discard)
+        if entry is None:
+            continue
+        evidence = Evidence.parse(entry.verified_by) or Evidence.RECORDED
+        location = f"{plan.driver_version}/{plan.arch}/{candidate.filename}"
+        found.append(CachedArtifact(entry.path, ChecksumRecord(entry.sha256, evidence, entry.url or ""),
+                                    resolver.pin(location)))
+    return tuple(found)
+
+
+def acquisition_plan(plan: Plan, settings: Settings, cache: Any, loaded: Optional[LoadedModule] = None, *,
+                     discard: bool = True, observe: bool = True) -> AcquisitionPlan:
+    """What the policy says to do for this plan, from what is loaded and cached now. observe=False leaves the
+    cache unread: the already-loaded fast path decides from the loaded module alone."""
+    observed_loaded = None
+    if loaded is not None:
+        observed_loaded = ObservedModule(loaded.name, loaded.version, _is_compatible(loaded, plan))
+    cached = observe_cache(plan, settings, cache, discard=discard) if observe and cache is not None else ()
+    return acquisition_steps(
+        plan.driver_type,
+        Observations(loaded=observed_loaded, cached=cached),
+        policy=VerifyPolicy(settings.verify.policy),
+        download=settings.download, compile=settings.compile, version_fallback=settings.version_fallback,
+    )
+
+
+def _verified_artifact(plan: Plan, settings: Settings, edges: Edges) -> Tuple[Artifact, Verified]:
+    """The first artifact, in the policy's step order, whose bytes the policy accepts, opened and verified."""
     cache = edges.cache
     if cache is None:
         from driver_loader.artifacts.cache import ArtifactCache
 
         cache = ArtifactCache(settings.cache_dir)
     running = (edges.running_kernel or _read_running_kernel(settings, edges.kernel))(plan)
-    sources = _sources(plan, settings, edges, cache)
+    acquisition = acquisition_plan(plan, settings, cache)
+    for refused in acquisition.cache:
+        if not refused.decision.usable:
+            log.info("not using the cached artifact", path=refused.entry.path, reason=refused.decision.reason)
+    resolver = pins(settings)
     failures: List[Tuple[str, LoaderError]] = []
-    for label, obtain in sources:
+    for step in acquisition.steps:
+        obtain = _step_action(step, plan, settings, edges, cache)
+        if obtain is None:
+            continue
+        label, action = obtain
         try:
-            artifact = obtain()
+            artifact = action()
         except LoaderError as exc:
             log.warning(f"{label} failed", reason=exc.message)
             failures.append((label, exc))
             continue
         if artifact is None:
             continue
+        pin = resolver.pin(cache_location(artifact.path))
         try:
-            return artifact, _open_verified(artifact, plan, settings, running)
+            return artifact, open_verified(artifact, plan, settings, running, pin)
         except VerificationError as exc:
-            log.warning("artifact failed the pre-load checks", path=artifact.path, reason=exc.message)
+            log.warning("artifact refused", path=artifact.path, reason=exc.message)
             failures.append((f"{artifact.source} {artifact.path}", exc))
-            # It cannot work on this kernel, and a later source (or run) would be handed the same file back.
+            # It cannot be used here, and a later source (or run) would be handed the same file back.
             cache.remove(artifact.path)
-    raise _no_artifact(plan, settings, failures)
+    raise _no_artifact(plan, settings, failures, acquisition)
 
 
-_Source = Tuple[str, Callable[[], Optional[_Artifact]]]
+def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges,
+                 cache: Any) -> Optional[Tuple[str, Callable[[], Optional[Artifact]]]]:
+    if step.kind is StepKind.USE_CACHE:
+        def use_cache() -> Optional[Artifact]:
+            entry = cache.lookup(step.path)
+            if entry is None:
+                return None
+            log.info("using the cached artifact", path=entry.path, sha256=entry.sha256, verified_by=entry.verified_by)
+            return Artifact(entry.path, entry.sha256, Source.CACHE,
+                            Evidence.parse(entry.verified_by) or Evidence.RECORDED, entry.url or "")
 
-
-def _sources(plan: Plan, settings: Settings, edges: Edges, cache) -> List[_Source]:
-    sources: List[_Source] = []
-    if not settings.download:
-        # With downloads on, the fetch layer owns cache reuse (it knows the checksum policy).
-        sources.append(("cache lookup", lambda: _cached(plan, settings, cache)))
-    if settings.download:
-        def download() -> _Artifact:
+        return "cache", use_cache
+    if step.kind is StepKind.DOWNLOAD:
+        def download() -> Artifact:
             fetch = edges.fetch
             if fetch is None:
                 from driver_loader.net.fetch import fetch_artifact as fetch
@@ -326,12 +381,13 @@ def _sources(plan: Plan, settings: Settings, edges: Edges, cache) -> List[_Sourc
                 result = fetch(plan, settings, cache=cache, progress=bar)
             finally:
                 bar.close()
-            source = SOURCE_CACHE if result.source == SOURCE_CACHE else SOURCE_DOWNLOAD
-            return _Artifact(result.path, result.sha256, source, result.verified_by)
+            source = Source.CACHE if result.source == Source.CACHE.value else Source.DOWNLOAD
+            return Artifact(result.path, result.sha256, source,
+                            Evidence.parse(result.verified_by) or Evidence.RECORDED, result.url)
 
-        sources.append(("download", download))
-    if settings.compile:
-        def build() -> _Artifact:
+        return "download", download
+    if step.kind is StepKind.BUILD:
+        def build() -> Artifact:
             build_artifact = edges.build
             if build_artifact is None:
                 from driver_loader.build.local_build import build_artifact
@@ -340,87 +396,11 @@ def _sources(plan: Plan, settings: Settings, edges: Edges, cache) -> List[_Sourc
                 result = build_artifact(plan, settings, cache=cache, progress=spinner)
             finally:
                 spinner.close()
-            return _Artifact(result.path, result.sha256, SOURCE_BUILD, result.verified_by)
+            return Artifact(result.path, result.sha256, Source.BUILD,
+                            Evidence.parse(result.verified_by) or Evidence.LOCAL_BUILD)
 
-        sources.append(("build", build))
-    return sources
-
-
-def _cached(plan: Plan, settings: Settings, cache) -> Optional[_Artifact]:
-    pinned = settings.verify.sha256
-    for candidate in plan.candidates:
-        entry = cache.lookup(candidate.cache_path)
-        if entry is None:
-            continue
-        if pinned and entry.sha256 != pinned:
-            log.info("cached artifact does not match the pinned digest; not using it", path=entry.path)
-            continue
-        log.info("using the cached artifact", path=entry.path, sha256=entry.sha256, verified_by=entry.verified_by)
-        return _Artifact(entry.path, entry.sha256, SOURCE_CACHE, entry.verified_by)
-    return None
-
-
-def _open_verified(artifact: _Artifact, plan: Plan, settings: Settings, running) -> _Verified:
-    """Open the artifact once and check the bytes read from that descriptor: its digest is the one the cache,
-    download or build recorded, and it passes every pre-load check. The same descriptor is what gets loaded, so
-    nothing can swap the file in between."""
-    from driver_loader.artifacts.elf import MAX_ARTIFACT_SIZE, compression_of, decompress, inspect_artifact
-    from driver_loader.core.checks import Finding, check_artifact
-
-    try:
-        fd = os.open(artifact.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise VerificationError(f"cannot open {artifact.path}: {exc.strerror or exc}",
-                                hint="the cached artifact vanished or was replaced by a link; run again") from None
-    try:
-        raw = _read_fd(fd, MAX_ARTIFACT_SIZE + 1)
-        if len(raw) > MAX_ARTIFACT_SIZE:
-            raise VerificationError(f"{artifact.path} is larger than {MAX_ARTIFACT_SIZE} bytes",
-                                    hint="a Falco driver is a few MiB; this is not a driver artifact")
-        import hashlib
-
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest != artifact.sha256:
-            raise VerificationError(
-                f"{artifact.path} changed after it was verified (sha256 {digest}, expected {artifact.sha256})",
-                tried=[f"{artifact.source}: verified by {artifact.verified_by}"],
-                hint="something modified the cache; remove the file and run again",
-            )
-        elf = decompress(raw, filename=artifact.path)
-        info = inspect_artifact(elf, filename=artifact.path)
-        findings = list(check_artifact(
-            info, running, driver_type=plan.driver_type, compatible=plan.compatible,
-            required_api=plan.requirement.api_version, required_schema=plan.requirement.schema_version,
-        ))
-        if plan.driver_type is DriverType.KMOD and info.name != settings.kernel_module_name:
-            findings.append(Finding(
-                False, "module_name",
-                f"module calls itself {info.name!r}, expected {settings.kernel_module_name!r}",
-                hint="use the artifact built for this driver name (--name)",
-            ))
-        _raise_on_failures(artifact.path, findings)
-        for finding in findings:
-            if finding.warning:
-                log.warning(finding.message, hint=finding.hint)
-        log.info("artifact passed the pre-load checks", path=artifact.path, version=info.driver_version)
-        return _Verified(fd, elf, info, compression_of(raw) is not None,
-                         tuple(f.message for f in findings if f.warning))
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _raise_on_failures(path: str, findings: Sequence) -> None:
-    failed = [f for f in findings if not f.ok]
-    if not failed:
-        return
-    more = f" (and {len(failed) - 1} more problem{'s' if len(failed) > 2 else ''})" if len(failed) > 1 else ""
-    hints = list(dict.fromkeys(f.hint for f in failed if f.hint))
-    raise VerificationError(
-        f"{path} would not load: {failed[0].message}{more}; nothing was loaded",
-        tried=[f"{f.code}: {f.message}" for f in failed],
-        hint="; ".join(hints),
-    )
+        return "build", build
+    return None  # OTHER_VERSIONS happen inside the download step; FAIL is what remains when nothing worked
 
 
 def _modern_ebpf_support() -> ModernEbpfSupport:
@@ -429,30 +409,27 @@ def _modern_ebpf_support() -> ModernEbpfSupport:
     return check_support()
 
 
-def _read_fd(fd: int, limit: int) -> bytes:
-    chunks = []
-    remaining = limit
-    while remaining > 0:
-        chunk = os.read(fd, min(remaining, 1024 * 1024))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
-
-
 def _read_running_kernel(settings: Settings, kernel: KernelModules) -> Callable[[Plan], Any]:
     def read(plan: Plan):
-        from driver_loader.host.kernel_facts import kernel_roots, read_running_kernel
-
-        return read_running_kernel(plan.kernel_release, plan.arch, proc_root=kernel.proc_root,
-                                   sys_root=kernel.sys_root, roots=kernel_roots(settings.host_root))
+        return read_judged_kernel(plan.kernel_release, plan.arch, settings, proc_root=kernel.proc_root,
+                                  sys_root=kernel.sys_root)
 
     return read
 
 
-def _no_artifact(plan: Plan, settings: Settings, failures: List[Tuple[str, LoaderError]]) -> LoaderError:
+def _no_artifact(plan: Plan, settings: Settings, failures: List[Tuple[str, LoaderError]],
+                 acquisition: AcquisitionPlan) -> LoaderError:
     if not failures:
+        refused = [f"cache: {j.entry.path}: {j.decision.reason}" for j in acquisition.cache if not j.decision.usable]
+        if refused:
+            hints = list(dict.fromkeys(j.decision.hint for j in acquisition.cache if j.decision.hint))
+            error_type = VerificationError if acquisition.cache else NoDriverError
+            return error_type(
+                f"no usable {plan.driver_type} artifact: the cached one was refused "
+                f"({acquisition.cache[0].decision.reason}), and download and compile are both disabled",
+                tried=refused,
+                hint="; ".join(hints + ["or allow --download or --compile"]),
+            )
         return NoDriverError(
             f"no {plan.driver_type} artifact is cached, and download and compile are both disabled",
             tried=[f"cache: {c.cache_path}" for c in plan.candidates] or list(plan.refusals),

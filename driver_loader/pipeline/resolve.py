@@ -12,7 +12,8 @@ from driver_loader.core.distros import discover
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import UsageError
 from driver_loader.core.kernelrelease import parse_kernel_release
-from driver_loader.core.plan import Plan, choose_driver_type, make_plan, no_supported_type_error
+from driver_loader.core.plan import DriverRequirement, Plan, choose_driver_type, make_plan, no_supported_type_error
+from driver_loader.core.policy import needs_driver_version
 from driver_loader.core.settings import Settings
 from driver_loader.host.root import read_host_facts
 from driver_loader.host.version_source import resolve_requirement
@@ -34,7 +35,12 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
     target = discover(facts)
     for note in target.notes:
         log.warning(note)
-    requirement = resolve_requirement(settings)
+    try:
+        requirement: Optional[DriverRequirement] = resolve_requirement(settings)
+        no_version: Optional[UsageError] = None
+    except UsageError as missing:
+        # Only the types with an artifact need a version: modern_ebpf ships inside Falco (the policy says so).
+        requirement, no_version = None, missing
     if modern_ebpf_supported is None:
         modern_ebpf_supported = DriverType.MODERN_EBPF in settings.driver_types and _modern_ebpf_supported()
     choice = choose_driver_type(
@@ -43,7 +49,7 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
         target,
         modern_ebpf_supported=modern_ebpf_supported,
         modules_supported=modules_supported,
-        driver_version=requirement.version,
+        driver_version=requirement.version if requirement else None,
     )
     for kind, reason in choice.skipped:
         log.info(f"skipping driver type {kind}", reason=reason)
@@ -54,6 +60,10 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
             raise error
         selected = settings.driver_types[0]
         log.warning(f"{error.message}; describing {selected} anyway", hint=error.hint)
+    if requirement is None:
+        if needs_driver_version(selected) and no_version is not None:
+            raise no_version
+        requirement = DriverRequirement("", "not needed: the modern_ebpf driver ships inside Falco")
     plan = make_plan(facts, settings, selected, requirement, target)
     for refusal in plan.refusals:
         log.warning("no download candidate", reason=refusal)

@@ -7,10 +7,13 @@ import json
 
 import click
 
+from driver_loader.artifacts.cache import ArtifactCache
 from driver_loader.build.local_build import build_artifact
 from driver_loader.cli.commands._options import build_options, resolution_options, settings_from_flags
+from driver_loader.core.policy import Evidence, Source
 from driver_loader.output.progress import BuildSpinner
 from driver_loader.pipeline.resolve import artifact_types_only, resolve_plan
+from driver_loader.pipeline.verify import Artifact, keep_only_if_verified
 
 
 @click.command("build")
@@ -21,11 +24,16 @@ def command(**flags) -> None:
     settings = settings_from_flags(flags)
     settings = artifact_types_only(settings, "build")
     plan = resolve_plan(settings, modern_ebpf_supported=False)
+    cache = ArtifactCache(settings.cache_dir)
     spinner = BuildSpinner()
     try:
-        result = build_artifact(plan, settings, progress=spinner)
+        result = build_artifact(plan, settings, cache=cache, progress=spinner)
     finally:
         spinner.close()
+    # The same rule as install, judged against the kernel the build was for.
+    artifact = Artifact(result.path, result.sha256, Source.BUILD,
+                        Evidence.parse(result.verified_by) or Evidence.LOCAL_BUILD)
+    verified = keep_only_if_verified(artifact, plan, settings, cache)
     if settings.output == "json":
         click.echo(json.dumps({
             "driver_type": str(plan.driver_type),
@@ -34,7 +42,7 @@ def command(**flags) -> None:
             "kernel_release": plan.kernel_release,
             "path": result.path,
             "sha256": result.sha256,
-            "verified_by": result.verified_by,
+            "verified_by": str(verified.decision.evidence),
             "log_path": result.log_path,
         }, indent=2))
     else:

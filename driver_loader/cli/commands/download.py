@@ -8,8 +8,10 @@ import json
 import click
 
 from driver_loader.cli.commands._options import fetch_options, resolution_options, settings_from_flags
+from driver_loader.core.policy import Evidence, Source
 from driver_loader.output.progress import DownloadBar
 from driver_loader.pipeline.resolve import artifact_types_only, resolve_plan
+from driver_loader.pipeline.verify import Artifact, keep_only_if_verified
 
 
 @click.command("download")
@@ -25,20 +27,28 @@ def command(**flags) -> None:
     settings = artifact_types_only(settings, "download")
     plan = resolve_plan(settings, modern_ebpf_supported=False)
 
+    from driver_loader.artifacts.cache import ArtifactCache
     from driver_loader.net.fetch import fetch_artifact  # the HTTP stack is only imported when something is fetched
 
+    cache = ArtifactCache(settings.cache_dir)
     bar = DownloadBar(f"downloading {plan.driver_type}")
     try:
-        result = fetch_artifact(plan, settings, progress=bar)
+        result = fetch_artifact(plan, settings, cache=cache, progress=bar)
     finally:
         bar.close()
+    # The same rule as install: a checksum the policy accepts, and an ELF that fits the kernel judged (the one named
+    # with --kernel-release, or the running one). A 200 error page is not a driver, whatever its sidecar says.
+    source = Source.CACHE if result.source == Source.CACHE.value else Source.DOWNLOAD
+    artifact = Artifact(result.path, result.sha256, source,
+                        Evidence.parse(result.verified_by) or Evidence.RECORDED, result.url)
+    verified = keep_only_if_verified(artifact, plan, settings, cache)
     if settings.output == "json":
         click.echo(json.dumps({
             "path": result.path,
             "version": result.version,
             "sha256": result.sha256,
             "url": result.url,
-            "verified_by": result.verified_by,
+            "verified_by": str(verified.decision.evidence),
             "source": result.source,
             "driver_type": str(plan.driver_type),
         }, indent=2))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Callable, Optional, Sequence
 
 import click
@@ -19,8 +18,9 @@ from driver_loader.core.checks import Finding, check_artifact, summarize
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import VerificationError
 from driver_loader.core.versions import CompatibleRange, compatible_range
-from driver_loader.host.kernel_facts import RunningKernel, kernel_roots, read_running_kernel
+from driver_loader.host.kernel_facts import RunningKernel
 from driver_loader.host.root import kernel_facts
+from driver_loader.pipeline.verify import read_judged_kernel, running_release
 
 # Where the running kernel's /proc and /sys are; a seam for tests.
 PROC_ROOT = "/proc"
@@ -168,14 +168,9 @@ def command(file: str, **flags) -> None:
     raw = read_bounded(file)
     info = inspect_artifact(raw, filename=file)
     release, _version, arch = kernel_facts(settings)
-    kernel = read_running_kernel(
-        release,
-        arch,
-        proc_root=PROC_ROOT,
-        sys_root=SYS_ROOT,
-        roots=kernel_roots(settings.host_root),
-        running=release == os.uname().release,
-    )
+    # The kernel judged is the one named with --kernel-release, or the running one; the policy says which.
+    kernel = read_judged_kernel(release, arch, settings, proc_root=PROC_ROOT, sys_root=SYS_ROOT,
+                                running=running_release())
     driver_type = DriverType(info.kind)
     compatible = (
         compatible_range(settings.driver_version, exact=driver_type is DriverType.EBPF)

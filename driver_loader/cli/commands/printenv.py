@@ -59,7 +59,7 @@ def plan_json(plan: Plan) -> dict:
         "driver_type": str(plan.driver_type),
         "driver_name": s.driver_name,
         "driver_version": plan.driver_version,
-        "compatible_range": str(plan.compatible),
+        "compatible_range": str(plan.compatible) if plan.driver_version else None,
         "host_root": s.host_root,
         "arch": plan.arch,
         "target_id": plan.target_id,

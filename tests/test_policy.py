@@ -1,0 +1,153 @@
+"""The acquisition policy as a table: every source x checksum policy x pin x ELF verdict, each with its decision
+and reason. One rule for every source; the commands only ask."""
+
+import itertools
+
+import pytest
+
+from driver_loader.core.driver_types import DriverType
+from driver_loader.core.policy import (
+    CachedArtifact,
+    ChecksumRecord,
+    ElfVerdict,
+    Evidence,
+    LoadedModule,
+    Observations,
+    Pin,
+    Source,
+    StepKind,
+    VerifyPolicy,
+    acquisition_steps,
+    artifact_decision,
+    checksum_decision,
+    checksum_required_before_download,
+    judged_kernel,
+    needs_driver_version,
+)
+
+GOOD = "a" * 64
+OTHER = "b" * 64
+
+# How each source's bytes can have been checked when they were obtained.
+EVIDENCE_BY_SOURCE = {
+    Source.CACHE: list(Evidence),
+    Source.DOWNLOAD: [Evidence.SIDECAR, Evidence.SUMS, Evidence.PINNED, Evidence.RECORDED, Evidence.UNCHECKED],
+    Source.BUILD: [Evidence.LOCAL_BUILD],
+    Source.FILE: [Evidence.RECORDED],
+}
+PINS = {"no pin": None, "matching pin": Pin(GOOD, "--sha256"), "contradicting pin": Pin(OTHER, "checksums file x")}
+ELF = {"elf fits": ElfVerdict(True), "elf does not fit": ElfVerdict(False, ("vermagic flags differ",), "rebuild")}
+
+
+def expected(policy, evidence, pin_name, elf_name):
+    """The rule, written out independently of the implementation."""
+    if policy is VerifyPolicy.OFF:
+        checksum_ok, why = True, "not checked"
+    elif pin_name == "contradicting pin":
+        checksum_ok, why = False, "does not match the digest pinned"
+    elif pin_name == "matching pin":
+        checksum_ok, why = True, "pinned"
+    elif evidence in (Evidence.PINNED, Evidence.SIDECAR, Evidence.SUMS, Evidence.LOCAL_BUILD):
+        checksum_ok, why = True, "verified by"
+    elif policy is VerifyPolicy.STRICT:
+        checksum_ok, why = False, "--verify strict requires"
+    else:
+        checksum_ok, why = True, "no checksum is published"
+    if not checksum_ok:
+        return False, why
+    if elf_name == "elf does not fit":
+        return False, "vermagic flags differ"
+    return True, why
+
+
+CASES = [
+    (source, policy, evidence, pin_name, elf_name)
+    for source, evidences in EVIDENCE_BY_SOURCE.items()
+    for policy, evidence, pin_name, elf_name in itertools.product(VerifyPolicy, evidences, PINS, ELF)
+]
+
+
+@pytest.mark.parametrize(("source", "policy", "evidence", "pin_name", "elf_name"), CASES,
+                         ids=["-".join(str(part) for part in case) for case in CASES])
+def test_one_rule_for_every_source(source, policy, evidence, pin_name, elf_name):
+    decision = artifact_decision(ChecksumRecord(GOOD, evidence), ELF[elf_name], policy=policy, pin=PINS[pin_name])
+    usable, why = expected(policy, evidence, pin_name, elf_name)
+    assert decision.usable is usable
+    assert why in decision.reason
+    if not usable:
+        assert decision.hint
+    else:
+        assert decision.evidence is not None
+
+
+def test_auto_without_a_published_checksum_is_usable_with_a_warning():
+    decision = checksum_decision(ChecksumRecord(GOOD, Evidence.RECORDED), policy=VerifyPolicy.AUTO, pin=None)
+    assert decision.usable and "publishes no checksum" in decision.warning
+
+
+@pytest.mark.parametrize(("policy", "pin", "published", "refused"), [
+    (VerifyPolicy.STRICT, None, False, True),
+    (VerifyPolicy.STRICT, None, True, False),
+    (VerifyPolicy.STRICT, Pin(GOOD, "--sha256"), False, False),
+    (VerifyPolicy.AUTO, None, False, False),
+    (VerifyPolicy.OFF, None, False, False),
+])
+def test_a_download_that_could_never_be_used_is_not_started(policy, pin, published, refused):
+    assert (checksum_required_before_download(policy, pin, published) is not None) is refused
+
+
+@pytest.mark.parametrize(("requested", "running", "release", "is_running"), [
+    (None, "6.1.0-13-amd64", "6.1.0-13-amd64", True),
+    ("6.1.0-13-amd64", "6.1.0-13-amd64", "6.1.0-13-amd64", True),
+    ("6.12.48+deb13-amd64", "6.1.0-13-amd64", "6.12.48+deb13-amd64", False),
+])
+def test_the_kernel_judged_is_the_named_one(requested, running, release, is_running):
+    judged = judged_kernel(requested, running)
+    assert (judged.release, judged.running) == (release, is_running)
+
+
+def test_modern_ebpf_needs_no_version_artifact_or_network():
+    assert not needs_driver_version(DriverType.MODERN_EBPF)
+    assert needs_driver_version(DriverType.KMOD) and needs_driver_version(DriverType.EBPF)
+    plan = acquisition_steps(DriverType.MODERN_EBPF, Observations(), policy=VerifyPolicy.STRICT,
+                             download=True, compile=True, version_fallback=True)
+    assert plan.kinds() == (StepKind.USE_BUILTIN,)
+
+
+def cached(evidence, pin=None, path="/c/8.0.0+driver/x86_64/falco.ko"):
+    return CachedArtifact(path, ChecksumRecord(GOOD, evidence), pin)
+
+
+@pytest.mark.parametrize(("observed", "flags", "policy", "kinds"), [
+    # A compatible loaded module ends it; an incompatible one is replaced first.
+    (Observations(loaded=LoadedModule("falco", "8.1.0+driver", True)), (True, True, True), VerifyPolicy.AUTO,
+     (StepKind.KEEP_LOADED,)),
+    (Observations(loaded=LoadedModule("falco", "7.0.0+driver", False)), (True, True, True), VerifyPolicy.AUTO,
+     (StepKind.REPLACE_LOADED, StepKind.DOWNLOAD, StepKind.OTHER_VERSIONS, StepKind.BUILD)),
+    # The cache comes first, when its record satisfies the policy.
+    (Observations(cached=(cached(Evidence.SIDECAR),)), (True, True, True), VerifyPolicy.STRICT,
+     (StepKind.USE_CACHE, StepKind.DOWNLOAD, StepKind.OTHER_VERSIONS, StepKind.BUILD)),
+    (Observations(cached=(cached(Evidence.RECORDED),)), (True, True, False), VerifyPolicy.STRICT,
+     (StepKind.DOWNLOAD, StepKind.BUILD)),
+    (Observations(cached=(cached(Evidence.RECORDED),)), (False, False, False), VerifyPolicy.AUTO,
+     (StepKind.USE_CACHE,)),
+    # --no-download --no-compile with only an unacceptable entry: nothing to do but fail, saying why.
+    (Observations(cached=(cached(Evidence.RECORDED),)), (False, False, False), VerifyPolicy.STRICT,
+     (StepKind.FAIL,)),
+    (Observations(cached=(cached(Evidence.SIDECAR, Pin(OTHER, "checksums file x")),)), (False, True, False),
+     VerifyPolicy.AUTO, (StepKind.BUILD,)),
+    (Observations(), (False, False, True), VerifyPolicy.AUTO, (StepKind.FAIL,)),
+])
+def test_steps(observed, flags, policy, kinds):
+    download, compile_, fallback = flags
+    plan = acquisition_steps(DriverType.KMOD, observed, policy=policy, download=download, compile=compile_,
+                             version_fallback=fallback)
+    assert plan.kinds() == kinds
+
+
+def test_a_refused_cache_entry_says_why():
+    plan = acquisition_steps(DriverType.KMOD, Observations(cached=(cached(Evidence.RECORDED),)),
+                             policy=VerifyPolicy.STRICT, download=False, compile=False, version_fallback=False)
+    assert "--verify strict" in plan.steps[0].detail
+    (judgement,) = plan.cache
+    assert not judgement.decision.usable and judgement.decision.hint
