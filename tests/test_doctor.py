@@ -13,7 +13,16 @@ from cli_settings import settings_for
 
 from driver_loader.cli.commands import _options, doctor
 from driver_loader.cli.commands.doctor import FAIL, PASS, SKIP, WARN, evaluate, nearest_releases, observe, render_text
+from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import ExitCode
+from driver_loader.core.policy import (
+    CachedArtifact,
+    ChecksumRecord,
+    Evidence,
+    Observations,
+    VerifyPolicy,
+    acquisition_steps,
+)
 from driver_loader.host.modern_ebpf import ModernEbpfSupport
 from driver_loader.kernel.modules import KernelModules
 
@@ -152,13 +161,41 @@ def test_prebuilt_in_a_file_repository(node, tmp_path):
     assert "downloading" in verdict.message
 
 
+def _cache(tmp_path, verified_by):
+    from driver_loader.artifacts.cache import ArtifactCache
+
+    made = tmp_path / "made.ko"
+    made.write_bytes(b"cached")
+    return ArtifactCache(str(tmp_path / "cache")).store_file(f"{VERSION}/x86_64/{FILENAME}", str(made),
+                                                             verified_by=verified_by)
+
+
 def test_cached_artifact_is_enough(node, tmp_path):
-    cached = tmp_path / "cache" / VERSION / "x86_64" / FILENAME
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"cached")
+    cached = _cache(tmp_path, "sha256-sidecar")
     checks, verdict = node("--no-download", "--no-compile")
-    assert checks["cache"].status == PASS and str(cached) in checks["cache"].summary
+    assert checks["cache"].status == PASS and cached.path in checks["cache"].summary
     assert verdict.exit_code == ExitCode.OK
+
+
+def test_a_file_the_cache_does_not_vouch_for_is_not_counted(node, tmp_path):
+    # No metadata beside it: install never uses it, so doctor must not promise it.
+    stray = tmp_path / "cache" / VERSION / "x86_64" / FILENAME
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"cached")
+    _, verdict = node("--no-download", "--no-compile")
+    assert verdict.exit_code == ExitCode.NO_DRIVER
+
+
+@pytest.mark.parametrize(("options", "verified_by"), [
+    (("--verify", "strict"), "none (recorded digest)"),
+    (("--sha256", "0" * 64), "sha256-sidecar"),
+])
+def test_doctor_refuses_the_cache_entries_install_refuses(node, tmp_path, options, verified_by):
+    cached = _cache(tmp_path, verified_by)
+    checks, verdict = node("--no-download", "--no-compile", *options)
+    assert checks["cache"].status == WARN and cached.path in checks["cache"].summary
+    assert "will not use it" in checks["cache"].summary
+    assert verdict.exit_code == ExitCode.VERIFICATION  # what install exits with on the same node
 
 
 def test_nothing_anywhere_is_no_driver(node, tmp_path):
@@ -316,7 +353,10 @@ def test_verdict_follows_the_observations(node, tmp_path):
     assert evaluate(base)[1].exit_code == ExitCode.OK
     no_artifact = dataclasses.replace(base, artifacts=())
     assert evaluate(no_artifact)[1].exit_code == ExitCode.NO_DRIVER
-    assert evaluate(dataclasses.replace(no_artifact, cached="/c/x.ko"))[1].exit_code == ExitCode.OK
+    with_cache = acquisition_steps(
+        DriverType.KMOD, Observations(cached=(CachedArtifact("/c/x.ko", ChecksumRecord("a" * 64, Evidence.SUMS)),)),
+        policy=VerifyPolicy.AUTO, download=False, compile=False, version_fallback=False)
+    assert evaluate(dataclasses.replace(no_artifact, acquisition=with_cache))[1].exit_code == ExitCode.OK
     assert evaluate(dataclasses.replace(base, is_root=False))[1].exit_code == ExitCode.RUNTIME
     unreachable = dataclasses.replace(no_artifact, repos=(doctor.RepoProbe("https://x", False, "refused"),),
                                       artifacts=(doctor.ArtifactProbe("https://x/a.ko", "error", "refused", VERSION),))
@@ -371,3 +411,12 @@ def test_doctor_on_this_machine():
         assert result.returncode == 0
         assert {"name": "driver type", "status": PASS, "summary": "modern_ebpf (requested modern_ebpf,kmod)",
                 "advice": ""} in doc["checks"]
+
+
+def test_strict_with_a_repository_publishing_no_checksum_is_not_a_success(node, tmp_path):
+    repo = file_repo(tmp_path)
+    checks, verdict = node("--repo", repo, "--no-compile", "--verify", "strict")
+    assert checks["prebuilt"].status == WARN and "--verify strict" in checks["prebuilt"].summary
+    assert verdict.exit_code == ExitCode.VERIFICATION  # install exits 4 there too
+    checks, verdict = node("--repo", repo, "--no-compile")
+    assert checks["prebuilt"].status == PASS and verdict.exit_code == ExitCode.OK

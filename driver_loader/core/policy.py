@@ -15,6 +15,7 @@ import enum
 from typing import Optional, Sequence, Tuple
 
 from driver_loader.core.driver_types import DriverType
+from driver_loader.core.errors import ExitCode
 
 
 class VerifyPolicy(str, enum.Enum):
@@ -288,3 +289,9 @@ def acquisition_steps(
 
 def refused_cache_entries(plan: AcquisitionPlan) -> Sequence[CacheJudgement]:
     return [j for j in plan.cache if not j.decision.usable]
+
+
+def nothing_usable_exit_code(plan: AcquisitionPlan) -> ExitCode:
+    """When every step came up empty: a verification failure if a cached artifact was there but refused,
+    otherwise no driver."""
+    return ExitCode.VERIFICATION if refused_cache_entries(plan) else ExitCode.NO_DRIVER

@@ -27,6 +27,7 @@ from driver_loader.core.policy import (
     StepKind,
     VerifyPolicy,
     acquisition_steps,
+    nothing_usable_exit_code,
 )
 from driver_loader.core.policy import LoadedModule as ObservedModule
 from driver_loader.core.settings import Settings
@@ -423,12 +424,12 @@ def _no_artifact(plan: Plan, settings: Settings, failures: List[Tuple[str, Loade
         refused = [f"cache: {j.entry.path}: {j.decision.reason}" for j in acquisition.cache if not j.decision.usable]
         if refused:
             hints = list(dict.fromkeys(j.decision.hint for j in acquisition.cache if j.decision.hint))
-            error_type = VerificationError if acquisition.cache else NoDriverError
-            return error_type(
+            return VerificationError(
                 f"no usable {plan.driver_type} artifact: the cached one was refused "
                 f"({acquisition.cache[0].decision.reason}), and download and compile are both disabled",
                 tried=refused,
                 hint="; ".join(hints + ["or allow --download or --compile"]),
+                exit_code=nothing_usable_exit_code(acquisition),  # the same code doctor predicts
             )
         return NoDriverError(
             f"no {plan.driver_type} artifact is cached, and download and compile are both disabled",
