@@ -8,6 +8,7 @@ version) or 1 (anything else, e.g. the repositories could not be reached, or not
 from __future__ import annotations
 
 import dataclasses
+import enum
 import posixpath
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
@@ -19,7 +20,17 @@ from driver_loader.core.plan import Plan
 from driver_loader.core.policy import STRICT_HINT, AcquisitionPlan, StepKind, nothing_usable_exit_code
 from driver_loader.core.settings import Settings
 
-PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+class CheckStatus(str, enum.Enum):
+    PASS = "pass"
+    WARN = "warn"  # install would work around it, or it may bite later
+    FAIL = "fail"  # install would fail on it
+    SKIP = "skip"  # not relevant to the chosen driver or options
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PASS, WARN, FAIL, SKIP = CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL, CheckStatus.SKIP
 MAX_NEAREST = 3
 # What the loader reads under a host root, and how the Helm chart mounts it.
 HOST_MOUNTS = (
@@ -45,12 +56,12 @@ class ModuleState:
 @dataclasses.dataclass(frozen=True)
 class Check:
     name: str
-    status: str
+    status: CheckStatus
     summary: str
     advice: str = ""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"name": self.name, "status": self.status.value, "summary": self.summary, "advice": self.advice}
 
 
 @dataclasses.dataclass(frozen=True)

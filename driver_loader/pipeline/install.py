@@ -47,7 +47,9 @@ from driver_loader.pipeline.verify import (
 )
 
 if TYPE_CHECKING:
+    from driver_loader.core.kernel import RunningKernel
     from driver_loader.host.modern_ebpf import ModernEbpfSupport
+    from driver_loader.pipeline.seams import Build, Cache, Fetch, Runner
 
 log = get_logger(__name__)
 
@@ -65,11 +67,11 @@ class Edges:
     kernel: KernelModules = dataclasses.field(default_factory=KernelModules)
     resolve: Callable[..., Plan] = resolve_plan
     modern_support: Callable[[], ModernEbpfSupport] = lambda: _modern_ebpf_support()
-    running_kernel: Optional[Callable[[Plan], Any]] = None
-    fetch: Optional[Callable[..., Any]] = None
-    build: Optional[Callable[..., Any]] = None
-    cache: Optional[Any] = None
-    runner: Optional[Any] = None  # runs depmod for --persist
+    running_kernel: Optional[Callable[[Plan], RunningKernel]] = None
+    fetch: Optional[Fetch] = None
+    build: Optional[Build] = None
+    cache: Optional[Cache] = None
+    runner: Optional[Runner] = None  # runs depmod for --persist
 
 
 @dataclasses.dataclass(frozen=True)
