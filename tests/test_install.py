@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 from elf_fixtures import DEFAULT_VERMAGIC, make_bpf_probe, make_kmod
 from fake_kernel import FakeKernel
 
@@ -25,8 +25,8 @@ from driver_loader.core.errors import (
     UsageError,
     VerificationError,
 )
+from driver_loader.core.kernel import RunningKernel
 from driver_loader.core.settings import Settings, VerifyOptions
-from driver_loader.host.kernel_facts import RunningKernel
 from driver_loader.host.modern_ebpf import ModernEbpfSupport
 from driver_loader.net.fetch import FetchResult
 from driver_loader.pipeline.install import Edges, InstallResult, dry_run, install
@@ -495,7 +495,7 @@ def test_command_prints_the_probe_for_ebpf(monkeypatch):
     result = InstallResult(DriverType.EBPF, "cache", artifact="/c/p.o", version="8.0.0+driver",
                            probe="/root/.falco/falco-bpf.o")
     monkeypatch.setattr("driver_loader.cli.commands.install.install", fake_command_install(result))
-    run = CliRunner().invoke(cli, ["install", "--type", "ebpf", "--driver-version", "8.0.0+driver"])
+    run = cli_runner().invoke(cli, ["install", "--type", "ebpf", "--driver-version", "8.0.0+driver"])
     assert run.exit_code == 0, run.output
     assert run.stdout == "FALCO_BPF_PROBE=/root/.falco/falco-bpf.o\n"
 
@@ -504,7 +504,7 @@ def test_command_prints_a_json_result(monkeypatch):
     result = InstallResult(DriverType.KMOD, "download", artifact="/c/f.ko", version="8.0.0+driver",
                            actions=("loaded falco",))
     monkeypatch.setattr("driver_loader.cli.commands.install.install", fake_command_install(result))
-    run = CliRunner().invoke(cli, ["install", "--output", "json", "--driver-version", "8.0.0+driver"])
+    run = cli_runner().invoke(cli, ["install", "--output", "json", "--driver-version", "8.0.0+driver"])
     assert run.exit_code == 0, run.output
     doc = json.loads(run.stdout)
     assert {k: doc[k] for k in ("type", "artifact", "version", "source", "actions")} == {
@@ -624,3 +624,14 @@ def test_modern_ebpf_needs_no_driver_version(world, monkeypatch):
     with pytest.raises(UsageError) as caught:
         world.install(driver_version=None, driver_types=(DriverType.KMOD,))
     assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_a_refused_download_is_the_cause_named_first_when_the_build_cannot_run_either(world):
+    world.fetch.error = VerificationError("checksum mismatch for falco.ko", hint="the repository served another file")
+    world.build.error = NoDriverError("no driver sources in /usr/src/falco-8.0.0+driver",
+                                      hint="install the falco package, which ships /usr/src/falco-8.0.0+driver")
+    with pytest.raises(VerificationError) as caught:
+        world.install()
+    assert caught.value.exit_code == ExitCode.VERIFICATION
+    assert caught.value.hint.startswith("the repository served another file")
+    assert "to build locally instead: install the falco package" in caught.value.hint

@@ -448,17 +448,29 @@ def _no_artifact(plan: Plan, settings: Settings, failures: List[Tuple[str, Loade
     network = [error for _, error in failures if isinstance(error, NetworkError)]
     if network:
         # The network is the cause to fix first: a local build is the fallback, not the remedy.
-        others = [error.hint for _, error in failures if not isinstance(error, NetworkError) and error.hint]
         return error_type(
             f"no usable {plan.driver_type} for kernel {plan.kernel_release}: the driver repositories "
             f"({', '.join(network[0].repos)}) could not be reached, and "
             + "; ".join(f"{label} failed" for label, error in failures if not isinstance(error, NetworkError)),
             tried=tried,
-            hint=network[0].hint + (f"; to build locally instead: {others[-1]}" if others else ""),
+            hint=_first_then_build(network[0], failures),
         )
+    # A refused artifact (a checksum mismatch, an ELF for another kernel) is the cause to report first; a build that
+    # could not run either is the fallback, named second.
+    refused = [error for _, error in failures if isinstance(error, VerificationError)]
+    primary = refused[0] if refused else failures[-1][1]
     return error_type(
         f"no usable {plan.driver_type} for kernel {plan.kernel_release}: "
         + "; ".join(f"{label} failed" for label, _ in failures),
         tried=tried,
-        hint=failures[-1][1].hint,
+        hint=_first_then_build(primary, failures),
     )
+
+
+def _first_then_build(primary: LoaderError, failures: List[Tuple[str, LoaderError]]) -> str:
+    """The primary cause's advice, then how a local build could still work, when the build failed for another
+    reason."""
+    build = next((error for label, error in failures if label == "build"), None)
+    if build is None or build is primary or not build.hint or build.hint == primary.hint:
+        return primary.hint
+    return f"{primary.hint}; to build locally instead: {build.hint}" if primary.hint else build.hint
