@@ -3,13 +3,14 @@ import dataclasses
 import pytest
 from elf_fixtures import make_bpf_probe, make_kmod, patch_machine
 
-from driver_loader.artifacts.elf import EM_AARCH64, EM_BPF, EM_X86_64, ArtifactInfo, ModuleSignature, inspect_artifact
+from driver_loader.artifacts.elf import inspect_artifact
 from driver_loader.core import checks
+from driver_loader.core.artifact_facts import EM_AARCH64, EM_BPF, EM_X86_64, ArtifactInfo, ModuleSignature
 from driver_loader.core.checks import Finding, check_artifact, interface_compatible, summarize
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import UsageError
+from driver_loader.core.kernel import RunningKernel
 from driver_loader.core.versions import compatible_range
-from driver_loader.host.kernel_facts import RunningKernel
 
 RELEASE = "6.1.0-56-amd64"
 FLAGS = " SMP preempt mod_unload modversions "

@@ -20,16 +20,13 @@ from elf_fixtures import (
 
 from driver_loader.artifacts import elf
 from driver_loader.artifacts.elf import (
-    EM_AARCH64,
-    EM_BPF,
-    EM_X86_64,
     decompress,
     inspect_artifact,
     pack_version,
-    parse_triplet,
     read_artifact,
     unpack_version,
 )
+from driver_loader.core.artifact_facts import EM_AARCH64, EM_BPF, EM_X86_64, parse_triplet
 from driver_loader.core.errors import ExitCode, LoaderError, VerificationError
 
 
@@ -338,3 +335,9 @@ def test_plain_python_compression_round_trip_needs_no_fixture_compiler():
     assert decompress(payload) is payload
     assert decompress(lzma.compress(payload)) == payload
     assert decompress(gzip.compress(payload) + gzip.compress(b"tail")) == payload + b"tail"
+
+
+def test_the_core_machine_numbers_are_the_elf_standard_ones():
+    from elftools.elf.enums import ENUM_E_MACHINE
+
+    assert tuple(ENUM_E_MACHINE[n] for n in ("EM_X86_64", "EM_AARCH64", "EM_BPF")) == (EM_X86_64, EM_AARCH64, EM_BPF)

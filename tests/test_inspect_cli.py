@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from elf_fixtures import compress_file, make_bpf_probe, make_kmod, patch_machine
 
-from driver_loader.artifacts.elf import EM_AARCH64
 from driver_loader.cli.commands import inspect as inspect_command
 from driver_loader.cli.main import cli
+from driver_loader.core.artifact_facts import EM_AARCH64
 from driver_loader.core.errors import ExitCode, VerificationError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

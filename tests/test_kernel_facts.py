@@ -4,9 +4,9 @@ import os
 import pytest
 from elf_fixtures import compress_file, make_kmod
 
+from driver_loader.core.kernel import RunningKernel
 from driver_loader.host.kernel_facts import (
     ModuleSymvers,
-    RunningKernel,
     kernel_roots,
     parse_kernel_config,
     parse_lockdown,

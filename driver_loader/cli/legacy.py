@@ -25,7 +25,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import click
 
-from driver_loader.cli.commands import _options
+from driver_loader.cli.commands import SUBCOMMANDS, _options
 from driver_loader.core.errors import ExitCode, UsageError
 from driver_loader.output.log import get_logger
 
@@ -237,8 +237,6 @@ def _read_option(args: List[str], index: int, notes: List[str]) -> Tuple[Optiona
 
 
 def _subcommands() -> Tuple[str, ...]:
-    from driver_loader.cli.main import SUBCOMMANDS
-
     return tuple(SUBCOMMANDS)
 
 

@@ -12,22 +12,9 @@ from typing import List, Optional
 import click
 
 from driver_loader import __version__
-from driver_loader.cli.commands import _options
+from driver_loader.cli.commands import SUBCOMMANDS, _options
 from driver_loader.core.errors import ExitCode, LoaderError
 from driver_loader.output import log as logging_setup
-
-# Subcommand name -> module under driver_loader.cli.commands; imported only when that subcommand runs, so printenv
-# never pays for the download or ELF layers.
-SUBCOMMANDS = {
-    "printenv": "printenv",
-    "download": "download",
-    "install": "install",
-    "build": "build",
-    "inspect": "inspect",
-    "status": "status",
-    "cleanup": "cleanup",
-    "doctor": "doctor",
-}
 
 
 class _LazyGroup(click.Group):

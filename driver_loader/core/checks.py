@@ -10,10 +10,17 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
-from driver_loader.artifacts.elf import ARCH_MACHINE, EM_BPF, ArtifactInfo, Triplet, format_triplet, parse_triplet
+from driver_loader.core.artifact_facts import (
+    ARCH_MACHINE,
+    EM_BPF,
+    ArtifactInfo,
+    Triplet,
+    format_triplet,
+    parse_triplet,
+)
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import UsageError
-from driver_loader.host.kernel_facts import SIGNATURE_ENFORCING_LOCKDOWN, RunningKernel
+from driver_loader.core.kernel import SIGNATURE_ENFORCING_LOCKDOWN, RunningKernel
 
 MODULES_UNSUPPORTED = "modules_unsupported"
 ARTIFACT_KIND = "artifact_kind"

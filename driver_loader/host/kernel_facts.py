@@ -8,7 +8,6 @@ read is bounded. The parsing helpers are pure and exported for tests.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 import re
@@ -16,6 +15,7 @@ from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from driver_loader.artifacts.elf import decompress, inspect_artifact, read_artifact
 from driver_loader.core.errors import LoaderError
+from driver_loader.core.kernel import RunningKernel
 from driver_loader.core.naming import MODULE_SUFFIXES
 from driver_loader.host.root import is_host_regular_file, read_host_file, resolve_in_root
 from driver_loader.output.log import get_logger
@@ -31,32 +31,8 @@ _MAX_MODULES_TRIED = 8
 _MODULE_DIRS = ("lib/modules", "usr/lib/modules")
 # include/linux/vermagic.h: MODULE_ARCH_VERMAGIC per architecture (x86_64 adds nothing).
 _ARCH_VERMAGIC = {"x86_64": "", "aarch64": "aarch64"}
-SIGNATURE_ENFORCING_LOCKDOWN = ("integrity", "confidentiality")
 _CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
 _LOCKDOWN_MODE = re.compile(r"\[([a-z_]+)\]")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunningKernel:
-    release: str
-    arch: str
-    modules_supported: bool
-    vermagic: Optional[str] = None
-    # Where `vermagic` came from: "modinfo of <module>", "built from <config>" or why it is unknown.
-    vermagic_source: str = "unavailable"
-    sig_enforce: bool = False
-    lockdown: Optional[str] = None
-    # Exported symbol -> CRC; None when no Module.symvers/symvers.gz was found. Loaded on first use.
-    symvers: Optional[Mapping[str, int]] = dataclasses.field(default=None, compare=False, repr=False)
-    symvers_source: Optional[str] = None
-    # False when judging another release than the running one (e.g. `--kernel-release` on a build host): its module
-    # support and signature policy cannot be read, so the checks that need them say so instead of failing.
-    running: bool = True
-
-    @property
-    def enforces_signatures(self) -> bool:
-        """True when an unsigned module is refused: sig_enforce, or lockdown (LOCKDOWN_MODULE_SIGNATURE)."""
-        return self.sig_enforce or self.lockdown in SIGNATURE_ENFORCING_LOCKDOWN
 
 
 class ModuleSymvers(Mapping[str, int]):

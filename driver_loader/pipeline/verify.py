@@ -30,9 +30,9 @@ from driver_loader.output.log import get_logger
 from driver_loader.system.files import read_fd
 
 if TYPE_CHECKING:
-    from driver_loader.artifacts.elf import ArtifactInfo
+    from driver_loader.core.artifact_facts import ArtifactInfo
     from driver_loader.core.checks import Finding
-    from driver_loader.host.kernel_facts import RunningKernel
+    from driver_loader.core.kernel import RunningKernel
 
 log = get_logger(__name__)
 

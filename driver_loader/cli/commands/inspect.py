@@ -11,14 +11,15 @@ from typing import Callable, Optional, Sequence
 
 import click
 
-from driver_loader.artifacts.elf import ArtifactInfo, inspect_artifact, read_bounded
+from driver_loader.artifacts.elf import inspect_artifact, read_bounded
 from driver_loader.cli.commands import _options
 from driver_loader.cli.commands._options import LOG_OPTIONS, settings_from_flags
+from driver_loader.core.artifact_facts import ArtifactInfo
 from driver_loader.core.checks import Finding, check_artifact, summarize
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import VerificationError
+from driver_loader.core.kernel import RunningKernel
 from driver_loader.core.versions import CompatibleRange, compatible_range
-from driver_loader.host.kernel_facts import RunningKernel
 from driver_loader.host.root import kernel_facts
 from driver_loader.pipeline.verify import read_judged_kernel, running_release
 
