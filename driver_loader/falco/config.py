@@ -91,8 +91,10 @@ def read_engine_config(config_dir: str) -> EngineConfig:
         return EngineConfig(path=path, exists=False)
     import yaml
 
+    from driver_loader.system.documents import load_yaml
+
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except yaml.YAMLError as exc:
         return EngineConfig(path=path, exists=True, content=text, error=f"not valid YAML: {exc}")
     engine = doc.get("engine") if isinstance(doc, dict) else None
@@ -119,10 +121,12 @@ def remove_engine_config(config_dir: str) -> Optional[str]:
 
 
 def _read(path: str) -> Optional[str]:
+    from driver_loader.system.files import UnreadableFile, read_regular_file
+
     try:
-        with open(path, "rb") as stream:
-            return stream.read(_READ_LIMIT).decode("utf-8", "replace")
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return ""  # present but unreadable: never equal to what we would write
+        return read_regular_file(path, _READ_LIMIT).decode("utf-8", "replace")
+    except UnreadableFile as exc:
+        if exc.missing:
+            return None
+        log.warning("Falco's driver config cannot be read", path=path, reason=exc.reason)
+        return ""  # present but unreadable (a FIFO, too large...): never equal to what we would write

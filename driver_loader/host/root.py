@@ -19,6 +19,7 @@ from driver_loader.core.distros.base import MARKERS, MINIKUBE_MARKER, HostFacts
 from driver_loader.core.errors import UsageError
 from driver_loader.core.settings import Settings, normalize_arch
 from driver_loader.output.log import get_logger
+from driver_loader.system.files import NotRegularFile, UnreadableFile, open_regular, read_fd
 
 READ_LIMIT = 64 * 1024
 _MAX_SYMLINKS = 40
@@ -66,24 +67,16 @@ def read_host_file(host_root: str, relpath: str, limit: int = READ_LIMIT) -> Opt
     if path is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
+        fd = open_regular(path, follow_symlinks=False)
+    except NotRegularFile:
+        log.warning("ignoring a host file that is not a regular file", path=path)
+        return None
+    except UnreadableFile as exc:
         if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.ENXIO):
-            log.debug("cannot open host file", path=path, error=str(exc))
+            log.debug("cannot open host file", path=path, error=exc.reason)
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            log.warning("ignoring a host file that is not a regular file", path=path)
-            return None
-        chunks = []
-        remaining = limit
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 16384))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+        return read_fd(fd, limit)
     except OSError as exc:
         log.debug("cannot read host file", path=path, error=str(exc))
         return None
