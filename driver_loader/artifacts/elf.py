@@ -10,14 +10,12 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
-import os
 import shutil
-import stat
 import struct
 import types
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Protocol, Tuple, Union
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE
@@ -31,8 +29,11 @@ from driver_loader.core.artifact_facts import (
     parse_triplet,
 )
 from driver_loader.core.errors import LoaderError, VerificationError
+from driver_loader.system.files import FileTooLarge, NotRegularFile, UnreadableFile, format_size, read_regular_file
 
 MAX_ARTIFACT_SIZE = 512 * 1024 * 1024
+# What a compressed artifact may expand to (a Falco driver is a few MiB): the most memory decompressing one takes.
+MAX_DECOMPRESSED_SIZE = 128 * 1024 * 1024
 
 ELF_MAGIC = b"\x7fELF"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -66,31 +67,24 @@ def pack_version(version: Triplet) -> int:
 
 def read_artifact(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> bytes:
     """The artifact's ELF bytes: the file, decompressed when it is xz, gzip or zstd (judged by content)."""
-    return decompress(read_bounded(path, limit=limit), filename=str(path), limit=limit)
+    return decompress(read_bounded(path, limit=limit), filename=str(path), limit=min(limit, MAX_DECOMPRESSED_SIZE))
 
 
 def read_bounded(path: Union[str, Path], *, limit: int = MAX_ARTIFACT_SIZE) -> bytes:
     """The file's bytes as stored (still compressed, if it is); VerificationError when over `limit` or when it is
     not a regular file (a FIFO or device would block or never end)."""
-    path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                raise VerificationError(f"{path} is not a regular file", hint="give the path of a driver file")
-            raw = stream.read(limit + 1)
-    except OSError as exc:
+        return read_regular_file(str(path), limit)
+    except FileTooLarge as exc:
+        raise VerificationError(str(exc), hint="a Falco driver is a few MiB; this is not a driver artifact") from None
+    except NotRegularFile as exc:
+        raise VerificationError(str(exc), hint="give the path of a driver file") from None
+    except UnreadableFile as exc:
         raise LoaderError(
-            f"cannot read {path}: {exc.strerror or exc}",
+            f"cannot read {path}: {exc.strerror}",
             tried=[f"open {path}"],
             hint="check the path and that this user may read it",
         ) from None
-    if len(raw) > limit:
-        raise VerificationError(
-            f"{path} is larger than {limit} bytes",
-            hint="a Falco driver is a few MiB; this is not a driver artifact",
-        )
-    return raw
 
 
 def compression_of(data: bytes) -> Optional[str]:
@@ -101,8 +95,10 @@ def compression_of(data: bytes) -> Optional[str]:
     return None
 
 
-def decompress(data: bytes, *, filename: str = "", limit: int = MAX_ARTIFACT_SIZE) -> bytes:
-    """`data` decompressed if it starts with a known compression magic, else unchanged; at most `limit` bytes."""
+def decompress(data: bytes, *, filename: str = "", limit: int = MAX_DECOMPRESSED_SIZE) -> bytes:
+    """`data` decompressed if it starts with a known compression magic, else unchanged; at most `limit` bytes.
+    Decompression streams and stops one byte past `limit`, so a small bomb costs `limit` bytes of memory, not
+    what it expands to."""
     kind = compression_of(data)
     if kind is None:
         return data
@@ -123,21 +119,26 @@ def decompress(data: bytes, *, filename: str = "", limit: int = MAX_ARTIFACT_SIZ
         ) from None
     if len(out) > limit:
         raise VerificationError(
-            f"{label} decompresses to more than {limit} bytes",
+            f"{label} decompresses to more than {format_size(limit)}",
             hint="a Falco driver is a few MiB; this is not a driver artifact",
         )
     return out
 
 
-def _read_stream(stream: BinaryIO, limit: int) -> bytes:
-    """Up to limit+1 bytes, so the caller can tell 'exactly at the limit' from 'over it'."""
-    out = bytearray()
-    while len(out) <= limit:
-        chunk = stream.read(min(1 << 20, limit + 1 - len(out)))
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _read_stream(stream: _Readable, limit: int) -> bytes:
+    """Up to limit+1 bytes, so the caller can tell 'exactly at the limit' from 'over it'. Gathered in one buffer
+    that getvalue() hands over without a copy, so the peak stays near `limit`, not twice it."""
+    out = io.BytesIO()
+    while out.tell() <= limit:
+        chunk = stream.read(min(1 << 20, limit + 1 - out.tell()))
         if not chunk:
             break
-        out += chunk
-    return bytes(out)
+        out.write(chunk)
+    return out.getvalue()
 
 
 def _unzstd(data: bytes, label: str, limit: int) -> bytes:
@@ -179,7 +180,7 @@ def _unzstd_with_package(zstandard, data: bytes, label: str, limit: int) -> byte
             position += len(piece)
             out += frame.decompress(piece)
             if len(out) > limit:
-                return bytes(out)
+                return out  # refused by the caller, so not worth a copy
         position -= len(frame.unused_data)
     return bytes(out)
 

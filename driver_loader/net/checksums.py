@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from driver_loader.core.errors import UsageError, VerificationError
 from driver_loader.core.redaction import redact_url
 from driver_loader.core.settings import VerifyOptions
+from driver_loader.system.files import UnreadableFile, read_regular_file
 
 VERIFIED_PINNED = "sha256-pinned"
 VERIFIED_SIDECAR = "sha256-sidecar"
@@ -26,6 +27,9 @@ VERIFIED_SUMS = "sha256sums"
 UNVERIFIED_RECORDED = "none (recorded digest)"
 UNVERIFIED_POLICY_OFF = "none (verification off)"
 LOCAL_BUILD = "local-build"
+
+# A --checksums file is read whole; SHA256SUMS and sidecars fetched from a repository are bounded by the session.
+CHECKSUMS_FILE_LIMIT = 32 * 1024 * 1024
 
 SIDECAR_SUFFIX = ".sha256"
 SUMS_FILENAME = "SHA256SUMS"
@@ -172,12 +176,11 @@ class ChecksumResolver:
         if self._pinned_entries is None:
             path = self.verify.checksums_file
             try:
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    text = handle.read()
-            except OSError as exc:
-                raise UsageError(f"cannot read checksums file {path}: {exc.strerror or exc}",
+                raw = read_regular_file(path, CHECKSUMS_FILE_LIMIT)
+            except UnreadableFile as exc:
+                raise UsageError(f"checksums file {exc}",
                                  hint="--checksums expects a file in `sha256sum` format") from None
-            self._pinned_entries = parse_checksum_lines(text)
+            self._pinned_entries = parse_checksum_lines(raw.decode("utf-8", errors="replace"))
             if not self._pinned_entries:
                 raise UsageError(f"checksums file {path} lists no SHA-256 digests",
                                  hint="--checksums expects lines like '<64 hex digits>  <file name>'")
