@@ -273,6 +273,7 @@ def test_temp_files_of_a_live_writer_are_kept(cache, root):
 
 def test_the_lock_is_an_flock_other_processes_see(cache, root):
     path = artifact(root)
+    store(cache, path)  # beside a stored artifact the lock file stays
     lock_file = os.path.join(os.path.dirname(path), lock_file_name(os.path.basename(path)))
     with cache.lock(path), open(lock_file) as other, pytest.raises(BlockingIOError):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -26,6 +26,8 @@ from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 from driver_loader.core.errors import LoaderError, VerificationError
 from driver_loader.output.log import get_logger
 from driver_loader.system.atomic import AtomicFile
+from driver_loader.system.documents import DocumentLimitError, load_json
+from driver_loader.system.files import NotRegularFile, UnreadableFile, read_regular_file
 
 log = get_logger(__name__)
 
@@ -37,6 +39,7 @@ DIR_MODE = 0o755
 _READ_CHUNK = 1024 * 1024
 _META_LIMIT = 64 * 1024
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_LOCK_ATTEMPTS = 100
 
 Progress = Callable[[int, Optional[int]], None]
 
@@ -68,7 +71,8 @@ def _now() -> str:
 
 
 def lock_file_name(name: str) -> str:
-    """The artifact's lock file: hidden, beside it. Lock files stay (unlinking a lock file races with flock)."""
+    """The artifact's lock file: hidden, beside it. It stays beside a stored artifact; when nothing was stored,
+    its holder removes it on release (see ArtifactCache._exclusive for why that is safe)."""
     return f".{name}{LOCK_SUFFIX}"
 
 
@@ -104,18 +108,8 @@ class ArtifactCache:
             if depth:
                 yield
                 return
-            with self._directory(path, create=True) as (dir_fd, name):
-                lock_fd = self._open(dir_fd, lock_file_name(name), os.O_RDWR | os.O_CREAT, path)
-                try:
-                    try:
-                        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        log.info("waiting for another loader working on the same artifact", path=path)
-                        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-                    self._remove_stale_temps(dir_fd, name)
-                    yield
-                finally:
-                    os.close(lock_fd)
+            with self._exclusive(path):
+                yield
         finally:
             with self._held_guard:
                 if self._held[key] > 1:
@@ -123,8 +117,94 @@ class ArtifactCache:
                 else:
                     del self._held[key]
 
-    def lookup(self, path: str) -> Optional[CacheEntry]:
-        """The entry at `path` if its file still hashes to the recorded digest; a tampered entry is discarded."""
+    @contextlib.contextmanager
+    def _exclusive(self, path: str) -> Iterator[None]:
+        """Hold the artifact's flock, creating its directories as needed. On release, when no artifact was stored
+        there, the lock file and the artifact's directories, as far up as they are empty, are removed: trying an
+        artifact that is not published leaves nothing behind. Since a holder may unlink its lock file and remove
+        directories, a loader that waited for the lock checks that it holds the file still at that name, and one
+        whose directory vanished under it starts again."""
+        for _attempt in range(_LOCK_ATTEMPTS):
+            tidy = False
+            try:
+                with self._directory(path, create=True) as located:
+                    lock_fd = self._take_lock(located, path) if located is not None else -1
+                    if lock_fd < 0:
+                        continue  # another loader removed the directory or the lock file meanwhile
+                    dir_fd, name = located
+                    try:
+                        self._remove_stale_temps(dir_fd, name)
+                        yield
+                    finally:
+                        tidy = not self._exists(dir_fd, name)
+                        if tidy:
+                            with contextlib.suppress(OSError):
+                                os.unlink(lock_file_name(name), dir_fd=dir_fd)
+                        os.close(lock_fd)
+            finally:
+                if tidy:
+                    self._remove_empty_directories(self._split(path)[0])
+            return
+        raise LoaderError(f"cannot lock {path} in the driver cache: its directory keeps disappearing",
+                          hint="another process keeps removing it; run again")
+
+    def _take_lock(self, located: Tuple[int, str], path: str) -> int:
+        """The flocked descriptor of the artifact's lock file, or -1 when the directory or the lock file went
+        away before the lock was ours."""
+        dir_fd, name = located
+        lock_name = lock_file_name(name)
+        try:
+            lock_fd = self._open(dir_fd, lock_name, os.O_RDWR | os.O_CREAT, path, vanished_ok=True)
+        except FileNotFoundError:
+            return -1  # another loader removed the (empty) directory after we opened it
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another loader working on the same artifact", path=path)
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(lock_name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            held = os.fstat(lock_fd)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        if current is None or (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
+            os.close(lock_fd)
+            return -1
+        return lock_fd
+
+    @staticmethod
+    def _exists(dir_fd: int, name: str) -> bool:
+        try:
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
+    def _remove_empty_directories(self, dirs: Tuple[str, ...]) -> None:
+        """Remove the artifact's directories below the root, deepest first, while they are empty."""
+        for parts in (dirs[:depth] for depth in range(len(dirs), 0, -1)):
+            try:
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                return
+            try:
+                for part in parts[:-1]:
+                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                    os.close(fd)
+                    fd = child
+                os.rmdir(parts[-1], dir_fd=fd)
+            except OSError:
+                return  # not empty (another artifact, another loader) or already gone: leave it
+            finally:
+                os.close(fd)
+
+    def lookup(self, path: str, *, discard: bool = True) -> Optional[CacheEntry]:
+        """The entry at `path` if its file still hashes to the recorded digest; a tampered entry is discarded
+        (only skipped with discard=False, for commands that change nothing)."""
         with self._directory(path, create=False) as located:
             if located is None:
                 return None
@@ -133,14 +213,15 @@ class ArtifactCache:
                 return None
             meta = self._read_meta(dir_fd, name, path)
             if meta is None:
-                log.debug("cached file has no metadata; not reusing it", path=path)
                 return None
-            sha256, size = self._hash_file(dir_fd, name, path)
+            sha256, size = self._hash_file(dir_fd, name, path, meta["size"])
             if sha256 != meta["sha256"] or size != meta["size"]:
-                log.warning("cached artifact does not match its recorded digest; discarding it", path=path,
-                            expected=meta["sha256"], actual=sha256)
-                self._unlink(dir_fd, name + META_SUFFIX, path)
-                self._unlink(dir_fd, name, path)
+                log.warning("cached artifact does not match its recorded digest"
+                            + ("; discarding it" if discard else ""),
+                            path=path, expected=meta["sha256"], actual=sha256)
+                if discard:
+                    self._unlink(dir_fd, name + META_SUFFIX, path)
+                    self._unlink(dir_fd, name, path)
                 return None
             return CacheEntry(path=self._normalize(path), sha256=sha256, size=size, url=meta.get("url"),
                               verified_by=meta["verified_by"], created=meta["created"])
@@ -175,12 +256,13 @@ class ArtifactCache:
                         hint="the repository served a different file than its checksum describes; "
                              "nothing was kept",
                     )
-                meta = {"sha256": sha256, "size": size, "url": url, "verified_by": verified_by, "created": _now()}
+                created = _now()
+                meta = {"sha256": sha256, "size": size, "url": url, "verified_by": verified_by, "created": created}
                 self._commit(dir_fd, temp, name, meta, path)
             finally:
                 temp.discard()  # closes and removes the temp file unless it was installed
             return CacheEntry(path=self._normalize(path), sha256=sha256, size=size, url=url,
-                              verified_by=verified_by, created=meta["created"])
+                              verified_by=verified_by, created=created)
 
     def store_file(self, path: str, source_file: str, *, verified_by: str, url: Optional[str] = None,
                    expected_sha256: Optional[str] = None) -> CacheEntry:
@@ -213,7 +295,7 @@ class ArtifactCache:
                 if not filename.endswith(META_SUFFIX) or filename.startswith("."):
                     continue
                 artifact = os.path.join(directory, filename[: -len(META_SUFFIX)])
-                meta = _parse_meta(_read_small(os.path.join(directory, filename)))
+                meta = _load_meta(os.path.join(directory, filename), artifact)
                 if meta is not None and os.path.isfile(artifact) and not os.path.islink(artifact):
                     yield CacheEntry(path=artifact, sha256=meta["sha256"], size=meta["size"], url=meta.get("url"),
                                      verified_by=meta["verified_by"], created=meta["created"])
@@ -235,7 +317,7 @@ class ArtifactCache:
     @contextlib.contextmanager
     def _directory(self, path: str, *, create: bool):
         """Yields (directory fd, file name) for `path`, walking down from the root without following symlinks;
-        yields None when a directory is missing and `create` is False."""
+        yields None when a directory is missing and `create` is False, or was removed while walking."""
         dirs, name = self._split(path)
         if create:
             self._make_root()
@@ -263,7 +345,8 @@ class ArtifactCache:
                 os.close(fd)
 
     def _descend(self, parent: int, part: str, create: bool, path: str) -> int:
-        """Open `part` below `parent` (closing `parent`); -1 when missing and not creating."""
+        """Open `part` below `parent` (closing `parent`); -1 when missing and not creating, or when `parent` itself
+        was removed meanwhile."""
         try:
             created = False
             if create:
@@ -272,6 +355,8 @@ class ArtifactCache:
                     created = True
                 except FileExistsError:
                     pass
+                except FileNotFoundError:
+                    return -1  # another loader removed the (empty) parent after we opened it
             try:
                 info = os.stat(part, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
@@ -284,7 +369,10 @@ class ArtifactCache:
             if not stat.S_ISDIR(info.st_mode):
                 raise UnsafeCachePathError(f"refusing cache path {path}: {part!r} is not a directory",
                                            hint=f"remove it from {self.root}")
-            fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            except FileNotFoundError:
+                return -1  # removed between the stat and the open
             if created:
                 try:
                     os.fchmod(fd, DIR_MODE)  # whatever the umask
@@ -308,10 +396,13 @@ class ArtifactCache:
         except OSError as exc:
             raise self._os_failure(exc, self.root) from None
 
-    def _open(self, dir_fd: int, name: str, flags: int, path: str) -> int:
+    def _open(self, dir_fd: int, name: str, flags: int, path: str, *, vanished_ok: bool = False) -> int:
+        """os.open below `dir_fd`, never through a symlink; with `vanished_ok`, FileNotFoundError passes through."""
         try:
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
         except OSError as exc:
+            if vanished_ok and exc.errno == errno.ENOENT:
+                raise
             if exc.errno == errno.ELOOP:
                 raise UnsafeCachePathError(f"refusing cache path {path}: {name!r} is a symbolic link",
                                            hint="remove the link; nothing was written through it") from None
@@ -428,49 +519,75 @@ class ArtifactCache:
                 raise self._os_failure(exc, path) from None
 
     def _read_meta(self, dir_fd: int, name: str, path: str) -> Optional[dict]:
+        """The artifact's metadata; None, with a warning when it exists, when it cannot be used."""
         try:
-            fd = self._open(dir_fd, name + META_SUFFIX, os.O_RDONLY, path)
-        except LoaderError as exc:
-            if isinstance(exc, UnsafeCachePathError):
-                raise
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            return _parse_meta(handle.read(_META_LIMIT))
+            return _load_meta(name + META_SUFFIX, path, dir_fd=dir_fd)
+        except _SymlinkedMeta:
+            raise UnsafeCachePathError(f"refusing cache path {path}: {name + META_SUFFIX!r} is a symbolic link",
+                                       hint="remove the link; nothing was read or written through it") from None
 
-    def _hash_file(self, dir_fd: int, name: str, path: str) -> Tuple[str, int]:
+    def _hash_file(self, dir_fd: int, name: str, path: str, expected_size: int) -> Tuple[str, int]:
+        """Digest and size of the artifact, reading at most one byte more than its recorded size: a file that
+        grew is already a mismatch, however large it has become."""
         fd = self._open(dir_fd, name, os.O_RDONLY, path)
         digest = hashlib.sha256()
         size = 0
         with os.fdopen(fd, "rb") as handle:
-            for block in iter(lambda: handle.read(_READ_CHUNK), b""):
+            while size <= expected_size:
+                block = handle.read(min(_READ_CHUNK, expected_size + 1 - size))
+                if not block:
+                    break
                 digest.update(block)
                 size += len(block)
-        return digest.hexdigest(), size
+        return (digest.hexdigest() if size <= expected_size else "not hashed: larger than recorded"), size
 
 
-def _read_small(path: str) -> bytes:
+class _SymlinkedMeta(Exception):
+    pass
+
+
+def _load_meta(meta_path: str, shown: str, *, dir_fd: Optional[int] = None) -> Optional[dict]:
+    """The validated metadata at `meta_path` (relative to `dir_fd` when given): None when there is none, and
+    None with a warning naming the entry when it cannot be used (not a regular file, too large, not valid or
+    too deeply nested JSON, fields missing). Such an entry is skipped, never reused."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(_META_LIMIT)
-    except OSError:
-        return b""
+        raw = read_regular_file(meta_path, _META_LIMIT, dir_fd=dir_fd, follow_symlinks=False)
+    except UnreadableFile as exc:
+        if exc.missing:
+            log.debug("cached file has no metadata; not reusing it", path=shown)
+            return None
+        if isinstance(exc, NotRegularFile) and exc.symlink and dir_fd is not None:
+            raise _SymlinkedMeta() from None
+        reason = exc.reason
+    else:
+        try:
+            return _parse_meta(raw)
+        except ValueError as exc:
+            reason = str(exc)
+    log.warning("skipping a cache entry: its metadata cannot be used; it will not be reused", path=shown,
+                reason=f"{META_SUFFIX} {reason}")
+    return None
 
 
-def _parse_meta(raw: bytes) -> Optional[dict]:
-    """Validated metadata, or None when it is unreadable or incomplete."""
+def _parse_meta(raw: bytes) -> dict:
+    """Validated metadata; ValueError saying what is wrong with it otherwise."""
     try:
-        meta = json.loads(raw.decode())
-    except (UnicodeDecodeError, ValueError):
-        return None
+        meta = load_json(raw.decode())
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8") from None
+    except DocumentLimitError as exc:
+        raise ValueError(f"is refused: {exc}") from None
+    except ValueError:
+        raise ValueError("is not valid JSON") from None
     if not isinstance(meta, dict):
-        return None
+        raise ValueError("is not a JSON object")
     sha256, size = meta.get("sha256"), meta.get("size")
     if not (isinstance(sha256, str) and len(sha256) == 64 and all(c in "0123456789abcdef" for c in sha256)):
-        return None
+        raise ValueError("has no valid sha256")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return None
+        raise ValueError("has no valid size")
     if not isinstance(meta.get("verified_by"), str) or not isinstance(meta.get("created"), str):
-        return None
+        raise ValueError("has no valid verified_by or created")
     if meta.get("url") is not None and not isinstance(meta.get("url"), str):
-        return None
+        raise ValueError("has an invalid url")
     return meta
