@@ -4,9 +4,14 @@
 candidates so mirrors populated for either tool keep working.
 """
 
+import os
+import sys
+
 import pytest
 
+from driver_loader.core import distros
 from driver_loader.core.distros import discover
+from driver_loader.core.distros.base import Distro
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.plan import DriverRequirement, make_plan
 from driver_loader.core.settings import Settings
@@ -140,6 +145,30 @@ PRETTY_NAME="Arch Linux"
 ID=arch
 BUILD_ID=rolling
 """
+ALMA_9 = """NAME="AlmaLinux"
+VERSION="9.3 (Shamrock Pampas Cat)"
+ID="almalinux"
+ID_LIKE="rhel centos fedora"
+VERSION_ID="9.3"
+PLATFORM_ID="platform:el9"
+PRETTY_NAME="AlmaLinux 9.3 (Shamrock Pampas Cat)"
+"""
+OPENSUSE_LEAP = """NAME="openSUSE Leap"
+VERSION="15.5"
+ID="opensuse-leap"
+ID_LIKE="suse opensuse"
+VERSION_ID="15.5"
+PRETTY_NAME="openSUSE Leap 15.5"
+CPE_NAME="cpe:/o:opensuse:leap:15.5"
+"""
+SLES_15 = """NAME="SLES"
+VERSION="15-SP5"
+VERSION_ID="15.5"
+PRETTY_NAME="SUSE Linux Enterprise Server 15 SP5"
+ID="sles"
+ID_LIKE="suse"
+CPE_NAME="cpe:/o:suse:sles:15:sp5"
+"""
 BUILDROOT_MINIKUBE = """NAME=Buildroot
 VERSION=2021.02.12-1-gb75713b-dirty
 ID=buildroot
@@ -230,6 +259,15 @@ CASES = [
      "x86_64", "falco_arch_6.7.4-arch1-1_1.ko", "falco_arch_6.7.4-arch1-1_1.ko"),
     ("cos", {"etc/os-release": COS}, "5.15.107+", "#1 SMP Sat May 13 10:06:17 UTC 2023", "x86_64",
      "falco_cos_5.15.107+_1.ko", "falco_cos_5.15.107+_1.ko"),
+    ("almalinux-9", {"etc/os-release": ALMA_9}, "5.14.0-362.8.1.el9_3.x86_64",
+     "#1 SMP PREEMPT_DYNAMIC Tue Nov 7 14:54:22 EST 2023", "x86_64",
+     "falco_almalinux_5.14.0-362.8.1.el9_3.x86_64_1.ko", "falco_almalinux_5.14.0-362.8.1.el9_3.x86_64_1.ko"),
+    ("opensuse-leap", {"etc/os-release": OPENSUSE_LEAP}, "5.14.21-150500.55.39-default",
+     "#1 SMP PREEMPT_DYNAMIC Tue Dec 5 10:06:35 UTC 2023 (2e4092e)", "x86_64",
+     "falco_opensuse-leap_5.14.21-150500.55.39-default_1.ko", "falco_opensuse-leap_5.14.21-150500.55.39-default_1.ko"),
+    ("sles-15", {"etc/os-release": SLES_15}, "5.14.21-150500.55.36-default",
+     "#1 SMP PREEMPT_DYNAMIC Tue Oct 31 08:37:43 UTC 2023 (e7a2e23)", "x86_64",
+     "falco_sles_5.14.21-150500.55.36-default_1.ko", "falco_sles_5.14.21-150500.55.36-default_1.ko"),
 ]
 
 
@@ -302,3 +340,59 @@ def test_minikube_version_file_without_version_is_not_minikube(host_root):
     assert plan.target_id == "ubuntu-aws"
     # The legacy loader exits on such a host, so it contributes no name.
     assert [c.filename for c in plan.candidates] == ["falco_ubuntu-aws_5.15.0-1009-aws_9.ko"]
+
+
+# -- the registry: a distro is one module -----------------------------------------------------------------------------
+
+DISTROS_DIR = os.path.dirname(distros.__file__)
+
+
+def test_every_distro_module_is_registered_through_the_interface():
+    modules = sorted(f[:-3] for f in os.listdir(DISTROS_DIR) if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+    assert sorted(d.name for d in distros.DISTROS) == modules
+    for distro in distros.DISTROS:
+        assert isinstance(distro, Distro)
+        assert all(i == i.strip().lower() and i for i in distro.ids), distro.name
+    ids = [i for d in distros.DISTROS for i in d.ids]
+    assert len(ids) == len(set(ids))
+    assert distros.MARKERS == ("etc/VERSION", "etc/debian_version", "etc/centos-release", "etc/redhat-release")
+
+
+def test_every_distro_has_a_real_world_row():
+    targets = {case[5].split("_")[1] for case in CASES}
+    missing = [d.name for d in distros.DISTROS if d is not distros.GENERIC and not any(map(d.owns_target, targets))]
+    assert missing == [], "add a row to CASES for each"
+
+
+def test_a_new_distro_is_one_module(tmp_path, monkeypatch, host_root):
+    (tmp_path / "newos.py").write_text(
+        "from driver_loader.core.distros.base import DNF, Distro\n\n\n"
+        "class NewOS(Distro):\n"
+        "    name = 'newos'\n"
+        "    ids = ('newos',)\n\n"
+        "    def headers(self, target_id, kernel_release):\n"
+        "        return DNF\n\n\n"
+        "DISTRO = NewOS()\n"
+    )
+    monkeypatch.setattr(distros, "__path__", [*distros.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "driver_loader.core.distros.newos", raising=False)
+    found = distros._find_distros()
+    registry = distros._by_id(found)
+    assert registry["newos"].name == "newos"
+    monkeypatch.setattr(distros, "DISTROS", found)
+    monkeypatch.setattr(distros, "REGISTRY", registry)
+    from driver_loader.core.headers import headers_hint
+
+    assert "dnf install kernel-devel-6.1.0" in headers_hint("newos", "6.1.0")
+    facts = read_host_facts(Settings(host_root=host_root({"etc/os-release": "ID=newos\n"}), kernel_release="6.1.0",
+                                     kernel_version="#3 SMP", arch="x86_64"))
+    assert (discover(facts).rule, discover(facts).naming.target_id) == ("newos", "newos")
+
+
+def test_two_distros_cannot_claim_one_id():
+    class Again(Distro):
+        name = "again"
+        ids = ("debian",)
+
+    with pytest.raises(ValueError, match="'debian' is claimed by debian and again"):
+        distros._by_id((*distros.DISTROS, Again()))

@@ -6,8 +6,8 @@ Where we deliberately differ, the test says so and why.
 import pytest
 from vector_data import load_vectors
 
-from driver_loader.core.distros import discover
-from driver_loader.core.distros.base import MARKERS, HostFacts
+from driver_loader.core.distros import MARKERS, discover
+from driver_loader.core.distros.base import HostFacts
 from driver_loader.core.driver_types import DriverType, parse_driver_types
 from driver_loader.core.errors import UsageError
 from driver_loader.core.kernelrelease import parse_kernel_release

@@ -1,66 +1,21 @@
-"""Which package provides the kernel headers a local build needs, per distro. Pure: a table keyed by target id."""
+"""What to install so that a local build finds the kernel headers: the message, from the recipe of the distro that
+produced the target id (each distro module carries its own). Pure."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Optional
-
-# Distros whose kernels come without an installable headers package: a local build cannot work there.
-_NO_HEADERS_PACKAGE = ("cos", "bottlerocket", "talos", "flatcar", "minikube")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Recipe:
-    installer: str
-    package: str
-    per_release: bool  # the package name ends in the exact kernel release
-
-
-_DEB = _Recipe("apt-get install", "linux-headers-", True)
-_RPM = _Recipe("dnf install", "kernel-devel-", True)
-_YUM = _Recipe("yum install", "kernel-devel-", True)
-_UEK = _Recipe("dnf install", "kernel-uek-devel-", True)
-_SUSE = _Recipe("zypper install", "kernel-default-devel", False)
-
-_RECIPES = {
-    "debian": _DEB,
-    "rhel": _RPM,
-    "centos": _YUM,
-    "rocky": _RPM,
-    "almalinux": _RPM,
-    "fedora": _RPM,
-    "ol": _RPM,
-    "amazonlinux": _YUM,
-    "amazonlinux2": _YUM,
-    "amazonlinux2022": _RPM,
-    "amazonlinux2023": _RPM,
-    "opensuse": _SUSE,
-    "sles": _SUSE,
-    "arch": _Recipe("pacman -S", "linux-headers", False),
-    "photon": _Recipe("tdnf install", "linux-devel", False),
-}
-
-
-def _recipe(target_id: str, kernel_release: str) -> Optional[_Recipe]:
-    if target_id.startswith("ubuntu-") or target_id == "ubuntu":
-        return _DEB
-    if target_id == "ol" and "uek" in kernel_release:
-        return _UEK
-    if target_id.startswith("opensuse"):
-        return _SUSE
-    if target_id.startswith("amazonlinux") and target_id not in _RECIPES:
-        return _RPM
-    return _RECIPES.get(target_id)
+from driver_loader.core.distros import distro_for_target
+from driver_loader.core.distros.base import NO_HEADERS_PACKAGE
 
 
 def headers_hint(target_id: str, kernel_release: str) -> str:
     """What to install so that /lib/modules/<kernel_release>/build exists, for the running kernel's release."""
-    if target_id in _NO_HEADERS_PACKAGE:
+    distro = distro_for_target(target_id)
+    recipe = distro.headers(target_id, kernel_release) if distro is not None else None
+    if recipe is NO_HEADERS_PACKAGE:
         return (
             f"{target_id} ships no kernel headers package, so the driver cannot be built on this host; "
             "use the modern_ebpf driver (--type modern_ebpf) or a prebuilt driver from a driver repository"
         )
-    recipe = _recipe(target_id, kernel_release)
     if recipe is None:
         return (
             f"install your distribution's kernel headers (or kernel-devel) package for {kernel_release}, so that "

@@ -1,4 +1,5 @@
-"""What a distro rule sees and what it decides. Pure data; the host reader fills HostFacts."""
+"""What a distro rule sees and what it decides: the Distro interface every distro module implements, and the data
+it works on. Pure; the host reader fills HostFacts."""
 
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ from typing import FrozenSet, Mapping, Optional, Tuple
 
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.kernelrelease import KernelRelease
-
-# Marker files that identify a distro when os-release is missing or unusable, in the order they are tried.
-MINIKUBE_MARKER = "etc/VERSION"
-MARKERS = (MINIKUBE_MARKER, "etc/debian_version", "etc/centos-release", "etc/redhat-release")
 
 _MINIKUBE_VERSION = re.compile(r"(\d+(\.\d+){2})")
 _GENERIC_KERNEL_VERSION = re.compile(r"#(\d+).*")
@@ -85,3 +82,72 @@ def required(facts: HostFacts, key: str) -> str:
     if value is None:
         raise DistroInitError(f"os-release has no {key}")
     return value
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadersRecipe:
+    """How to install the kernel headers a local build needs."""
+
+    installer: str  # "apt-get install"
+    package: str  # "linux-headers-"
+    per_release: bool  # the package name ends in the exact kernel release
+
+
+# The recipes several distros share.
+DEB = HeadersRecipe("apt-get install", "linux-headers-", True)
+DNF = HeadersRecipe("dnf install", "kernel-devel-", True)
+YUM = HeadersRecipe("yum install", "kernel-devel-", True)
+ZYPPER = HeadersRecipe("zypper install", "kernel-default-devel", False)
+# For distros whose kernels come without an installable headers package: a local build cannot work there.
+NO_HEADERS_PACKAGE = HeadersRecipe("", "", False)
+
+
+class Distro:
+    """One distro: how it is recognised, how its artifacts are named, what it cannot run and where its kernel
+    headers come from. A new distro is one module in this package that defines `DISTRO`, an instance of a subclass
+    (the registry finds it), and one row in tests/test_distros.py. Only what differs from the defaults is written.
+    """
+
+    #: The rule's name, as `DistroTarget.rule` reports it.
+    name: str = ""
+    #: os-release IDs (lower case) that pick this rule.
+    ids: Tuple[str, ...] = ()
+    #: Files under the host root that identify the distro when os-release is missing or unusable.
+    markers: Tuple[str, ...] = ()
+    #: Where its markers come in the order they are tried, lowest first (a distro whose marker another one also
+    #: has, as CentOS has RHEL's etc/redhat-release, comes first).
+    marker_priority: int = 100
+    #: Its markers that the 0.36 bash loader knew too: the legacy naming looks only at those.
+    legacy_markers: Tuple[str, ...] = ()
+
+    def claims(self, facts: HostFacts) -> bool:
+        """True when this rule applies whatever os-release says (minikube's etc/VERSION)."""
+        return False
+
+    def resolve(self, facts: HostFacts, kr: KernelRelease) -> Naming:
+        """falcoctl's naming. By default the target is the lower-cased os-release ID (the first of `ids` when a
+        marker file, not os-release, identified the distro) and the generic kernel-version rule applies.
+        Raises DistroInitError when the host lacks what the rule needs."""
+        os_id = (facts.field("ID") or "").strip().lower()
+        return generic_naming(os_id if os_id in self.ids or not self.ids else self.ids[0], facts, kr)
+
+    def legacy(self, facts: HostFacts) -> Optional[Naming]:
+        """How the 0.36 bash loader named the artifact, when that differs from its generic treatment (None)."""
+        return None
+
+    def unsupported(self, facts: HostFacts, kr: KernelRelease) -> FrozenSet[DriverType]:
+        """Driver types this host can never take."""
+        return frozenset()
+
+    def notes(self, facts: HostFacts) -> Tuple[str, ...]:
+        """Warnings to log about this host."""
+        return ()
+
+    def owns_target(self, target_id: str) -> bool:
+        """Whether `target_id` (a naming's target) is one this rule produces."""
+        return target_id in self.ids
+
+    def headers(self, target_id: str, kernel_release: str) -> Optional[HeadersRecipe]:
+        """How to install the kernel headers for `kernel_release`; NO_HEADERS_PACKAGE when the distro has none,
+        None when it is not known."""
+        return None

@@ -1,13 +1,22 @@
-"""CentOS: generic naming; also recognised by etc/centos-release."""
+"""CentOS: generic naming; also recognised by etc/centos-release (tried before RHEL's etc/redhat-release, which
+CentOS has too)."""
 
 from __future__ import annotations
 
-from driver_loader.core.distros.base import HostFacts, Naming, generic_naming
-from driver_loader.core.kernelrelease import KernelRelease
+from typing import Optional
 
-ID = "centos"
-MARKER = "etc/centos-release"
+from driver_loader.core.distros.base import YUM, Distro, HeadersRecipe
 
 
-def resolve(facts: HostFacts, kr: KernelRelease) -> Naming:
-    return generic_naming("centos", facts, kr)
+class CentOS(Distro):
+    name = "centos"
+    ids = ("centos",)
+    markers = ("etc/centos-release",)
+    legacy_markers = markers
+    marker_priority = 20
+
+    def headers(self, target_id: str, kernel_release: str) -> Optional[HeadersRecipe]:
+        return YUM
+
+
+DISTRO = CentOS()

@@ -1,12 +1,13 @@
-"""Any other distro: the lower-cased os-release ID is the target, and the generic kernel-version rule applies."""
+"""Any other distro: the lower-cased os-release ID is the target, and the generic kernel-version rule applies.
+Picked by no ID of its own: it is what the registry falls back to."""
 
 from __future__ import annotations
 
-from driver_loader.core.distros.base import HostFacts, Naming, generic_naming
-from driver_loader.core.kernelrelease import KernelRelease
-
-ID = "generic"
+from driver_loader.core.distros.base import Distro
 
 
-def resolve(facts: HostFacts, kr: KernelRelease) -> Naming:
-    return generic_naming((facts.field("ID") or "").strip().lower(), facts, kr)
+class Generic(Distro):
+    name = "generic"
+
+
+DISTRO = Generic()

@@ -1,13 +1,22 @@
-"""Red Hat Enterprise Linux: generic naming (no prebuilt drivers upstream); also etc/redhat-release."""
+"""Red Hat Enterprise Linux: generic naming (no prebuilt drivers upstream); also recognised by
+etc/redhat-release."""
 
 from __future__ import annotations
 
-from driver_loader.core.distros.base import HostFacts, Naming, generic_naming
-from driver_loader.core.kernelrelease import KernelRelease
+from typing import Optional
 
-ID = "rhel"
-MARKER = "etc/redhat-release"
+from driver_loader.core.distros.base import DNF, Distro, HeadersRecipe
 
 
-def resolve(facts: HostFacts, kr: KernelRelease) -> Naming:
-    return generic_naming("rhel", facts, kr)
+class RedHatEnterpriseLinux(Distro):
+    name = "rhel"
+    ids = ("rhel",)
+    markers = ("etc/redhat-release",)
+    legacy_markers = markers
+    marker_priority = 30
+
+    def headers(self, target_id: str, kernel_release: str) -> Optional[HeadersRecipe]:
+        return DNF
+
+
+DISTRO = RedHatEnterpriseLinux()
