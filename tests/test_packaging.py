@@ -16,8 +16,8 @@ import pytest
 import yaml
 from cli_settings import settings_for
 
-from driver_loader.cli.commands.doctor import HOST_MOUNTS
 from driver_loader.cli.legacy import DRIVER_WORDS, translate
+from driver_loader.core.doctor import HOST_MOUNTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGING = os.path.join(REPO, "packaging")
@@ -79,11 +79,66 @@ def test_image_is_debian_based(dockerfile):
     assert bases and all(base.split()[0].startswith("debian:") for base in bases)
 
 
+def final_stage(instructions):
+    """The instructions of the last stage (the image itself)."""
+    starts = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    return instructions[starts[-1]:]
+
+
 def test_image_has_python_and_the_build_toolchain(dockerfile):
-    packages = set(apt_installed(dockerfile))
-    required = {"python3", "python3-venv", "ca-certificates", "gcc", "make", "dkms", "kmod", "clang", "llvm",
-                "libelf-dev", "bc", "flex", "bison", "libssl-dev", "dwarves"}
+    packages = set(apt_installed(final_stage(dockerfile)))
+    required = {"python3", "ca-certificates", "gcc", "make", "dkms", "kmod", "libc6-dev", "clang", "llvm",
+                "libelf-dev", "xz-utils", "zstd"}
     assert required <= packages, required - packages
+
+
+# Each runtime dependency in pyproject.toml, as the Debian 12 package the image takes it from (name, version there).
+DEBIAN_PYTHON_PACKAGES = {
+    "requests": ("python3-requests", "2.28.1"),
+    "packaging": ("python3-packaging", "23.0"),
+    "distro": ("python3-distro", "1.8.0"),
+    "pyelftools": ("python3-pyelftools", "0.29"),
+    "click": ("python3-click", "8.1.3"),
+    "structlog": ("python3-structlog", "22.3.0"),
+    "PyYAML": ("python3-yaml", "6.0"),
+}
+
+
+def runtime_dependencies():
+    """(name, lower bound) of each runtime dependency in pyproject.toml."""
+    with open(os.path.join(REPO, "pyproject.toml")) as stream:
+        block = re.search(r"^dependencies = \[(.*?)^\]", stream.read(), re.MULTILINE | re.DOTALL).group(1)
+    return [re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)$", spec).groups() for spec in re.findall(r'"([^"]+)"', block)]
+
+
+def test_image_takes_every_runtime_dependency_from_debian(dockerfile):
+    """The image's Python libraries are Debian's: one python3-* package per dependency in pyproject.toml, at a
+    Debian 12 version that meets its lower bound, and none beyond them but zstandard (for .ko.zst modules)."""
+    from packaging.version import Version
+
+    installed = {p for p in apt_installed(final_stage(dockerfile)) if p.startswith("python3-")}
+    wanted = set()
+    for name, floor in runtime_dependencies():
+        assert name in DEBIAN_PYTHON_PACKAGES, f"{name}: which Debian package provides it? (add it here and to the Dockerfile)"
+        package, debian_version = DEBIAN_PYTHON_PACKAGES[name]
+        assert Version(debian_version) >= Version(floor), (name, floor, debian_version)
+        wanted.add(package)
+    assert installed == wanted | {"python3-zstandard"}, installed ^ (wanted | {"python3-zstandard"})
+
+
+def test_image_installs_the_loader_without_an_index(dockerfile):
+    """No instruction reaches PyPI: the loader is installed from the build context with --no-index --no-deps (and
+    Debian's setuptools: --no-build-isolation), and no stage makes a virtualenv that would fetch pip's own."""
+    pip_runs = [rest for keyword, rest in dockerfile if keyword == "RUN" and re.search(r"\bpip3? install\b", rest)]
+    assert pip_runs
+    for rest in pip_runs:
+        for command in rest.split("&&"):
+            words = shlex.split(command)
+            if "install" in words and words[0] in ("pip", "pip3"):
+                assert {"--no-index", "--no-deps", "--no-build-isolation"} <= set(words), command
+    runs = " ".join(rest for keyword, rest in dockerfile if keyword == "RUN")
+    assert "venv" not in runs and "ensurepip" not in runs and "index-url" not in runs
+    assert "python3-pip" not in apt_installed(final_stage(dockerfile))  # pip stays in the install stage
 
 
 def test_image_packages_exist_in_debian(dockerfile):
@@ -113,8 +168,9 @@ def test_image_entrypoint_is_the_cli_in_entrypoint_mode(dockerfile):
     assert entrypoints == [[IMAGE_NAME, "--entrypoint"]]
     with open(os.path.join(REPO, "pyproject.toml")) as stream:
         assert re.search(rf'^{IMAGE_NAME} = "driver_loader.cli.main:main"$', stream.read(), re.MULTILINE)
-    runs = " ".join(rest for keyword, rest in dockerfile if keyword == "RUN")
-    assert f"/opt/falco-driver-loader/bin/{IMAGE_NAME} /usr/local/bin/{IMAGE_NAME}" in runs  # on PATH
+    # pip's console script lands in /usr/local/bin (on PATH), copied from the install stage.
+    copies = [shlex.split(rest) for keyword, rest in final_stage(dockerfile) if keyword == "COPY"]
+    assert ["--from=install", "/staging/usr/local", "/usr/local"] in copies
     # The chart's arguments, after the entrypoint's own.
     translation = translate(["--entrypoint", "--compile", "kmod"])
     assert translation.link_sources and translation.argv[0] == "install"
@@ -122,15 +178,23 @@ def test_image_entrypoint_is_the_cli_in_entrypoint_mode(dockerfile):
 
 def test_image_copy_sources_exist_and_suffice(dockerfile):
     copied = []
+    stages = [rest.split()[-1] for keyword, rest in dockerfile if keyword == "FROM" and " AS " in rest.upper()]
     for keyword, rest in dockerfile:
         if keyword == "COPY":
-            assert not rest.startswith("--from"), "a single-stage build copies only from the context"
-            copied += shlex.split(rest)[:-1]
+            words = shlex.split(rest)
+            if words[0].startswith("--from="):
+                assert words[0][len("--from="):] in stages, "copies only from the build context or an earlier stage"
+                continue
+            copied += words[:-1]
     for source in copied:
         assert os.path.exists(os.path.join(REPO, source)), source
     with open(os.path.join(REPO, "pyproject.toml")) as stream:
         readme = re.search(r'^readme = "([^"]+)"', stream.read(), re.MULTILINE).group(1)
     assert readme in copied and "pyproject.toml" in copied and "driver_loader" in copied
+    # .dockerignore keeps the context to what is copied (not the .venv, not bytecode).
+    with open(os.path.join(REPO, ".dockerignore")) as stream:
+        rules = [line.strip() for line in stream if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*" and {f"!{source}" for source in copied} <= set(rules)
 
 
 # -- systemd ---------------------------------------------------------------------------------------------------------
