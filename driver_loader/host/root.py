@@ -15,7 +15,8 @@ import re
 import stat
 from typing import Dict, Optional, Tuple
 
-from driver_loader.core.distros.base import MARKERS, MINIKUBE_MARKER, HostFacts
+from driver_loader.core.distros import MARKERS, VERSION_FILE
+from driver_loader.core.distros.base import HostFacts
 from driver_loader.core.errors import UsageError
 from driver_loader.core.settings import Settings, normalize_arch
 from driver_loader.output.log import get_logger
@@ -134,7 +135,7 @@ def read_host_facts(settings: Settings) -> HostFacts:
         raw = read_host_file(root, "usr/lib/os-release")
     os_release = parse_os_release(raw) if raw is not None else {}
     markers = frozenset(m for m in MARKERS if is_host_regular_file(root, m))
-    version_bytes = read_host_file(root, MINIKUBE_MARKER) if MINIKUBE_MARKER in markers else None
+    version_bytes = read_host_file(root, VERSION_FILE) if VERSION_FILE in markers else None
     if raw is None and root != "/":
         log.warning(
             f"the host's /etc is not mounted at {posixpath.join(root, 'etc')}: no os-release found there",
