@@ -371,14 +371,138 @@ def test_helm_values_swap_in_our_image():
         assert set(env) >= {"name"}
 
 
-@pytest.mark.parametrize("chart_kind, driver_type", [("auto", "auto"), ("kmod", "kmod"), ("module", "kmod"),
-                                                     ("ebpf", "ebpf")])
-def test_helm_values_arguments_with_every_kind_the_chart_appends(chart_kind, driver_type):
+# The Falco chart this packaging follows: verbatim pieces of falcosecurity/charts at tag falco-9.1.0 (see the
+# directory's README.md for the commit).
+CHART_VERSION = "9.1.0"
+CHART = os.path.join(REPO, "tests", "data", f"falco-chart-{CHART_VERSION}")
+
+
+def chart_text(name):
+    with open(os.path.join(CHART, name)) as stream:
+        return stream.read()
+
+
+def chart_kinds():
+    """(accepted kinds, aliases, removed kinds), from the chart's own guards in _helpers.tpl."""
+    text = chart_text("driver-kinds.tpl")
+
+    def listed(variable):
+        return re.findall(r'"([^"]+)"', re.search(rf"\${variable} := list ([^}}]*)", text).group(1))
+
+    return listed("supportedDrivers"), listed("aliasDrivers"), listed("removedDriverKinds")
+
+
+def chart_appended_kind(kind):
+    """The word the chart's init container template appends for `kind` (module -> kmod, modern-bpf -> modern_ebpf)."""
+    text = chart_text("driver-loader-init-container.tpl")
+    text = text[text.index("  args:"):text.index("  resources:")]  # the args block only
+    for alias, word in re.findall(r'eq \.Values\.driver\.kind "([^"]+)"\s*}}\s*- (\S+)', text):
+        if alias == kind:
+            return word
+    return kind
+
+
+def chart_init_container_mounts():
+    """mount path -> read-only, from the template's volumeMounts block (plain YAML there)."""
+    text = chart_text("driver-loader-init-container.tpl")
+    block = re.search(r"^  volumeMounts:\n((?:    .*\n)+)", text, re.MULTILINE).group(1)
+    return {m["mountPath"]: m.get("readOnly", False) for m in yaml.safe_load(block)}
+
+
+def test_chart_mounts_are_the_charts():
+    assert chart_init_container_mounts() == CHART_MOUNTS
+
+
+def test_chart_kinds_fixture_reads_as_the_chart_says():
+    """The facts the tests below rely on, as read from the chart's templates."""
+    accepted, aliases, removed = chart_kinds()
+    assert (accepted, aliases, removed) == (["kmod", "modern_ebpf", "auto"], ["module", "modern-bpf"],
+                                            ["ebpf", "gvisor"])
+    assert [chart_appended_kind(k) for k in ("module", "modern-bpf", "kmod", "auto")] == \
+        ["kmod", "modern_ebpf", "kmod", "auto"]
+
+
+def value_paths(values, prefix=()):
+    """Every key path a values file sets (lists and scalars are leaves)."""
+    for key, value in values.items():
+        path = (*prefix, key)
+        yield path
+        if isinstance(value, dict):
+            yield from value_paths(value, path)
+
+
+def chart_has_key(chart_values, path):
+    """The chart declares `path`, or declares a free-form map (`{}`) above it (e.g. securityContext)."""
+    node = chart_values
+    for key in path:
+        if not isinstance(node, dict):
+            return False
+        if not node and node is not chart_values:
+            return True  # a `{}` default: any key below it is the user's
+        if key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def test_helm_values_keys_exist_in_the_chart():
+    """Each key falco-chart-values.yaml sets is one the chart's values.yaml has (a misspelt key is silently
+    ignored by Helm, so the image would not be swapped in)."""
+    chart_values = yaml.safe_load(chart_text("values.yaml"))
+    (values,) = load_yaml("falco-chart-values.yaml")
+    unknown = [".".join(path) for path in value_paths(values) if not chart_has_key(chart_values, path)]
+    assert not unknown
+
+
+def test_helm_values_key_check_catches_a_misspelt_key():
+    chart_values = yaml.safe_load(chart_text("values.yaml"))
+    assert chart_has_key(chart_values, ("driver", "loader", "initContainer", "securityContext", "privileged"))
+    assert not chart_has_key(chart_values, ("driver", "loader", "initContainers"))
+    assert not chart_has_key(chart_values, ("driver", "ebpf"))
+
+
+def test_helm_values_kind_is_one_the_chart_accepts():
+    accepted, aliases, removed = chart_kinds()
+    (values,) = load_yaml("falco-chart-values.yaml")
+    assert values["driver"]["kind"] in accepted + aliases
+    assert values["driver"]["kind"] not in removed
+
+
+@pytest.mark.parametrize("chart_kind", chart_kinds()[0] + chart_kinds()[1])
+def test_helm_values_arguments_with_every_kind_the_chart_appends(chart_kind):
+    """For each kind chart 9.x accepts, the init container's command line (the values' args, then the word the
+    chart appends) is an install of that driver type."""
     (values,) = load_yaml("falco-chart-values.yaml")
     args = values["driver"]["loader"]["initContainer"]["args"]
-    appended = {"module": "kmod"}.get(chart_kind, chart_kind)  # pod-template.tpl maps module to kmod
+    appended = chart_appended_kind(chart_kind)
     argv = translate(["--entrypoint", *args, appended]).argv
-    assert argv[argv.index("install"):argv.index("install") + 3] == ("install", "--type", driver_type)
+    assert argv[argv.index("install"):argv.index("install") + 3] == ("install", "--type", appended)
+
+
+def test_chart_removed_kinds_are_not_passed():
+    """Chart 9.0.0 dropped ebpf and gvisor: neither the kind nor the init container's args name them."""
+    _, _, removed = chart_kinds()
+    (values,) = load_yaml("falco-chart-values.yaml")
+    words = [values["driver"]["kind"], *values["driver"]["loader"]["initContainer"]["args"]]
+    assert not set(words) & set(removed)
+
+
+def test_daemonset_validates_against_the_kubernetes_schema():
+    """Every document in daemonset.yaml, against the current Kubernetes API schema (kubernetes-validate ships the
+    schemas: offline), strictly: an unknown field fails."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.latest_version()
+    for document in load_yaml("daemonset.yaml"):
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_daemonset_schema_check_catches_a_misspelt_field():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    daemonset = next(d for d in load_yaml("daemonset.yaml") if d["kind"] == "DaemonSet")
+    loader = loader_container(daemonset["spec"]["template"]["spec"])
+    loader["volumeMount"] = loader.pop("volumeMounts")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, kubernetes_validate.latest_version(), strict=True)
 
 
 ENV_NAME = re.compile(r"\b(FALCOCTL_[A-Z_]*[A-Z]|DRIVERS?_[A-Z_]*[A-Z]|HOST_ROOT|HTTPS?_PROXY|NO_PROXY)\b")
