@@ -44,6 +44,10 @@ NETWORK_ADVICE = ("check the node's network, DNS and proxy (HTTPS_PROXY, NO_PROX
                   "proxy used), or point --repo at a mirror the node can reach")
 _CHECKED_BY_A_PUBLISHED_DIGEST = (VERIFIED_PINNED, VERIFIED_SIDECAR, VERIFIED_SUMS, LOCAL_BUILD)
 
+# The version fallback tries at most this many other versions, highest (nearest the default's major) first: each
+# costs a few requests per candidate and repository, and an index may list thousands.
+MAX_FALLBACK_VERSIONS = 5
+
 Progress = Callable[[int, Optional[int]], None]
 
 
@@ -126,11 +130,19 @@ class _Fetcher:
             )
         result = self._try_version(plan.driver_version, plan.candidates)
         if result is None and self.settings.version_fallback:
+            before = self._request_count()
+            tried = 0
             for version in self._fallback_versions():
                 log.info("trying a compatible driver version", version=version, compatible=str(plan.compatible))
+                tried += 1
                 result = self._try_version(version, self._candidates_for(version))
                 if result is not None:
                     break
+            log.info("version fallback finished", versions_tried=tried, requests=self._request_count() - before,
+                     found=result.version if result else None)
+            if result is None and tried:
+                self.notes.append(f"version fallback: tried {tried} version{'s' if tried > 1 else ''} "
+                                  f"({self._request_count() - before} requests)")
         if result is None:
             raise self._failure()
         return result
@@ -141,6 +153,10 @@ class _Fetcher:
         self.published = {repo: self.index.versions(repo) for repo in self.settings.repos}
         listed = {v for versions in self.published.values() if versions for v in versions}
         versions = self.plan.compatible.highest_first(listed - {self.plan.driver_version})
+        if len(versions) > MAX_FALLBACK_VERSIONS:
+            self.notes.append(f"version fallback: only the {MAX_FALLBACK_VERSIONS} highest of the {len(versions)} "
+                              f"other versions inside {self.plan.compatible} are tried")
+            versions = versions[:MAX_FALLBACK_VERSIONS]
         if not versions:
             unknown = [redact_url(r) for r, v in self.published.items() if v is None]
             self.notes.append(
@@ -148,6 +164,10 @@ class _Fetcher:
                 + (f" (no index readable at {', '.join(unknown)})" if unknown else "")
             )
         return versions
+
+    def _request_count(self) -> int:
+        """Requests the session has sent so far (none when no session was needed)."""
+        return getattr(self._session, "request_count", 0)
 
     def _candidates_for(self, version: str) -> Tuple[Candidate, ...]:
         """Candidates for `version`, keeping only URLs of repositories that list it (or that list nothing)."""

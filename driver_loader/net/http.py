@@ -181,6 +181,7 @@ class LoaderSession(requests.Session):
             self.headers[key] = value
         self._secrets = set(secret_values(options.headers, ())) | set(extra_secrets)
         self._documents: Dict[str, Union[Optional[str], HttpFailure]] = {}
+        self.request_count = 0  # GETs sent (retries of one GET count once)
         self._logged_proxies: set = set()
         # Hosts no connection could be made to, after retries: asked again, they fail at once. A node whose
         # network is down then learns it in one retry cycle per host, not one per URL.
@@ -281,6 +282,7 @@ class LoaderSession(requests.Session):
             raise HttpFailure(f"{earlier.message} (not asked again: the host was unreachable earlier in this run)",
                               url=redact_url(url), unreachable=True, hint=earlier.hint)
         self._log_proxy(url)
+        self.request_count += 1
         try:
             return self.get(url, stream=True, timeout=self.timeouts, verify=self.verify_setting)
         except (requests.RequestException, OSError) as exc:

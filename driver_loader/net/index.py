@@ -8,36 +8,50 @@ way). Parsing is pure; documents come from a getter (the run's session fetches e
 
 from __future__ import annotations
 
-import json
-from html.parser import HTMLParser
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+import html
+import re
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from driver_loader.core.errors import HttpFailure
 from driver_loader.core.naming import quote_segment
 from driver_loader.core.redaction import redact_url
 from driver_loader.output.log import get_logger
+from driver_loader.system.documents import DocumentLimitError, load_json
 
 log = get_logger(__name__)
 
 SITE_INDEX = "site/index.json"
+# The most versions site/index.json may list, and the most links a directory listing may hold; a document over
+# either is ignored with a warning, as if the repository published no index.
+MAX_INDEX_ENTRIES = 10_000
+
+_Parsed = TypeVar("_Parsed")
 
 
 def parse_site_index(text: str) -> Optional[List[str]]:
-    """The versions in `site/index.json`, or None when it is not a JSON array of strings."""
+    """The versions in `site/index.json`, or None when it is not a JSON array of strings. DocumentLimitError when
+    it breaks a bound (nested too deeply, more than MAX_INDEX_ENTRIES versions)."""
     try:
-        data = json.loads(text)
+        data = load_json(text)
+    except DocumentLimitError:
+        raise
     except ValueError:
         return None
     if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
         return None
+    if len(data) > MAX_INDEX_ENTRIES:
+        raise DocumentLimitError(f"it lists more than {MAX_INDEX_ENTRIES} versions")
     return [item.strip() for item in data if item.strip()]
 
 
 def parse_site_version(text: str) -> Optional[FrozenSet[Tuple[str, str]]]:
-    """(arch, file name) of every artifact in `site/<version>.json`, or None when the document is malformed."""
+    """(arch, file name) of every artifact in `site/<version>.json`, or None when the document is malformed.
+    DocumentLimitError when it is nested too deeply."""
     try:
-        data = json.loads(text)
+        data = load_json(text)
+    except DocumentLimitError:
+        raise
     except ValueError:
         return None
     drivers = data.get("drivers") if isinstance(data, dict) else None
@@ -50,33 +64,29 @@ def parse_site_version(text: str) -> Optional[FrozenSet[Tuple[str, str]]]:
     )
 
 
-class _LinkCollector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: List[str] = []
-
-    def handle_starttag(self, tag, attrs) -> None:
-        if tag.lower() == "a":
-            href = dict(attrs).get("href")
-            if href:
-                self.hrefs.append(href)
+# An <a ...> start tag, and its href. `[^<>]*` stops at the next tag, so every character is looked at a bounded
+# number of times however the listing is built: parsing is linear in its size.
+_A_TAG = re.compile(r"<a\s([^<>]*)>", re.IGNORECASE)
+_HREF = re.compile(r"""(?:^|\s)href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'<>=`]+))""", re.IGNORECASE)
 
 
 def parse_directory_listing(text: str) -> List[str]:
     """Names of the subdirectories linked from an HTML directory listing, decoded (`8.1.0%2Bdriver/` ->
-    `8.1.0+driver`). Parent links, sort links and links to other hosts are skipped."""
-    collector = _LinkCollector()
-    collector.feed(text)
-    collector.close()
-    names: List[str] = []
-    for href in collector.hrefs:
-        parts = urlsplit(href)
+    `8.1.0+driver`). Parent links, sort links and links to other hosts are skipped. DocumentLimitError when it
+    has more than MAX_INDEX_ENTRIES links."""
+    names: Dict[str, None] = {}
+    for links, tag in enumerate(_A_TAG.finditer(text), start=1):
+        if links > MAX_INDEX_ENTRIES:
+            raise DocumentLimitError(f"it has more than {MAX_INDEX_ENTRIES} links")
+        attribute = _HREF.search(tag.group(1))
+        href = html.unescape(next((g for g in attribute.groups() if g is not None), "")) if attribute else ""
+        parts = urlsplit(href.strip())
         if parts.scheme or parts.netloc or parts.query or not parts.path.endswith("/"):
             continue
         name = unquote(parts.path.rstrip("/").rsplit("/", 1)[-1])
-        if name and name not in (".", "..") and name not in names:
-            names.append(name)
-    return names
+        if name and name not in (".", ".."):
+            names.setdefault(name)
+    return list(names)
 
 
 class VersionIndex:
@@ -100,26 +110,38 @@ class VersionIndex:
             return None
         url = f"{_base(repo)}/site/{quote_segment(version)}.json"
         text = self._document(url)
-        return parse_site_version(text) if text is not None else None
+        return self._parsed(parse_site_version, text, url) if text is not None else None
 
     def _lookup_versions(self, repo: str) -> Optional[Tuple[str, ...]]:
         base = _base(repo)
-        text = self._document(f"{base}/{SITE_INDEX}")
+        site_url = f"{base}/{SITE_INDEX}"
+        text = self._document(site_url)
         if text is not None:
-            versions = parse_site_index(text)
+            versions = self._parsed(parse_site_index, text, site_url)
             if versions is not None:
                 self._from_site[repo] = True
                 log.debug("versions from the drivers website index", repo=redact_url(repo), count=len(versions))
                 return tuple(versions)
             log.debug("site/index.json is not a JSON array of versions", repo=redact_url(repo))
-        text = self._document(f"{base}/")
+        listing_url = f"{base}/"
+        text = self._document(listing_url)
         if text is not None:
-            versions = parse_directory_listing(text)
+            versions = self._parsed(parse_directory_listing, text, listing_url)
             if versions:
                 log.debug("versions from the directory listing", repo=redact_url(repo), count=len(versions))
                 return tuple(versions)
         log.info("repository offers no version index", repo=redact_url(repo))
         return None
+
+    @staticmethod
+    def _parsed(parse: Callable[[str], Optional[_Parsed]], text: str, url: str) -> Optional[_Parsed]:
+        """`parse(text)`; None, with a warning, when the document breaks a bound: it counts as absent."""
+        try:
+            return parse(text)
+        except DocumentLimitError as exc:
+            log.warning("ignoring a version index document, as if it were absent: it breaks a limit",
+                        url=redact_url(url), reason=str(exc))
+            return None
 
     def _document(self, url: str) -> Optional[str]:
         try:
