@@ -26,3 +26,16 @@ def guest_run(request: pytest.FixtureRequest) -> harness.GuestRun:
     except harness.E2EUnavailable as exc:
         _skip_loudly(request, str(exc))
     return harness.boot_guest(work, kernel, drivers, list(SCENARIOS))
+
+
+@pytest.fixture(scope="session")
+def trixie_run(request: pytest.FixtureRequest) -> harness.GuestRun:
+    """The Debian 13 stack (e2e_trixie.py): its own root, kernel and VM, booted after the 6.1 one."""
+    import e2e_trixie
+    from e2e_guest_trixie import SCENARIOS as TRIXIE_SCENARIOS
+
+    try:
+        stack = e2e_trixie.prepare()
+    except harness.E2EUnavailable as exc:
+        _skip_loudly(request, str(exc))
+    return e2e_trixie.boot(stack, list(TRIXIE_SCENARIOS))
