@@ -27,6 +27,7 @@ import click
 
 from driver_loader.cli.commands import SUBCOMMANDS, _options
 from driver_loader.core.errors import ExitCode, UsageError
+from driver_loader.output import log as logging_setup
 from driver_loader.output.log import get_logger
 
 log = get_logger(__name__)
@@ -400,7 +401,10 @@ def translate_argv(argv: List[str], env: Optional[Mapping[str, str]] = None) -> 
     try:
         translation = translate(argv)
     except UsageError as error:
-        click.echo(f"error: {error.message}\n\n{LEGACY_USAGE}", err=True, nl=False)
+        if logging_setup.effective_format() == "json":  # stderr stays one JSON object per line
+            log.error(error.message, exit_code=int(ExitCode.USAGE), hint="run falco-driver-loader --help")
+        else:
+            click.echo(f"error: {error.message}\n\n{LEGACY_USAGE}", err=True, nl=False)
         sys.exit(int(ExitCode.USAGE))
     for name, advice in REPLACED_ENV.items():
         if env.get(name):

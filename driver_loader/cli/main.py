@@ -6,8 +6,11 @@ by driver_loader.cli.legacy before click sees them.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from typing import List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import click
 
@@ -58,45 +61,164 @@ def cli() -> None:
     """
 
 
-def _report(error: LoaderError) -> None:
-    if logging_setup.effective_format() == "json":
-        logging_setup.get_logger().error(error.message, exit_code=int(error.exit_code), tried=list(error.tried),
-                                         hint=error.hint)
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwind (every `finally` and `with` removes what it made), then exit 128 + signal.
+    Not a KeyboardInterrupt, so that click does not turn it into "Aborted!" and exit 1."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+INTERRUPT_SIGNALS = {"SIGINT": 130, "SIGTERM": 143}
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted for the duration of the block (main thread only)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    saved = {}
+    for name in INTERRUPT_SIGNALS:
+        number = getattr(signal, name)
+        try:
+            saved[number] = signal.signal(number, handler)
+        except ValueError:  # not the main thread: leave the defaults
+            break
+    try:
+        yield
+    finally:
+        for number, previous in saved.items():
+            signal.signal(number, previous)
+
+
+def _json_logs() -> bool:
+    return logging_setup.effective_format() == "json"
+
+
+def _traceback_text() -> Optional[str]:
+    """The current exception's traceback, with --log-level debug only."""
+    if not logging_setup.is_debug():
+        return None
+    import traceback
+
+    return traceback.format_exc().rstrip("\n")
+
+
+def _report(message: str, *, exit_code: int, tried: Sequence[str] = (), hint: str = "",
+            prefix: str = "error") -> None:
+    """One failure on stderr: `prefix: message`, `tried:` and `next:` lines, the traceback first with --log-level
+    debug; with --log-format json, one JSON object holding all of it."""
+    trace = _traceback_text()
+    if _json_logs():
+        fields: dict = {"exit_code": exit_code, "tried": list(tried), "hint": hint}
+        if trace:
+            fields["traceback"] = trace
+        text = message if prefix == "error" else f"{prefix}: {message}"
+        logging_setup.get_logger().error(text, **fields)
         return
-    lines = [f"error: {error.message}"]
-    lines += [f"  tried: {item}" for item in error.tried]
-    if error.hint:
-        lines.append(f"  next: {error.hint}")
+    lines = [trace] if trace else []
+    lines.append(f"{prefix}: {message}")
+    lines += [f"  tried: {item}" for item in tried]
+    if hint:
+        lines.append(f"  next: {hint}")
     click.echo("\n".join(lines), err=True)
 
 
+def _interrupted(signum: int) -> int:
+    _remove_own_partials()
+    name = signal.Signals(signum).name
+    code = INTERRUPT_SIGNALS.get(name, 128 + signum)
+    message = f"interrupted by {name}: stopped before finishing; nothing partial was kept"
+    if _json_logs():
+        logging_setup.get_logger().error(message, exit_code=code)
+    else:
+        click.echo(message, err=True)
+    return code
+
+
+def _remove_own_partials() -> None:
+    """Every `finally` has already removed what it made; this also catches a temp file the signal caught between
+    its creation and the block that guards it. Only this process's own temp files (the pid is in their name)."""
+    from driver_loader.artifacts.cache import TEMP_PREFIX
+    from driver_loader.cli.commands._options import CACHE_DIRS_IN_USE
+
+    mine = f"{TEMP_PREFIX}{os.getpid()}-"
+    for root in dict.fromkeys(CACHE_DIRS_IN_USE):
+        depth = root.rstrip("/").count("/")
+        for directory, dirnames, filenames in os.walk(root, followlinks=False):
+            if directory.rstrip("/").count("/") - depth >= 3:  # <root>/<version>/<arch>/<file>
+                dirnames.clear()
+            for name in filenames:
+                if name.startswith(mine):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(directory, name))
+
+
+def _early_log_options(argv: Sequence[str]) -> None:
+    """--log-format and --log-level, applied before anything else, so that a failure before click has parsed the
+    command line (a legacy usage error) is already in the requested format."""
+    wanted = {}
+    for index, arg in enumerate(argv):
+        option, sep, value = arg.partition("=")
+        if option not in ("--log-format", "--log-level"):
+            continue
+        if not sep:
+            value = argv[index + 1] if index + 1 < len(argv) else ""
+        wanted[option] = value.lower()
+    if wanted.get("--log-format") in ("auto", "text", "json", "color"):
+        logging_setup.setup(log_format=wanted["--log-format"])
+    if wanted.get("--log-level") in ("trace", "debug", "info", "warn", "warning", "error"):
+        logging_setup.setup(log_level=wanted["--log-level"])
+
+
 def main(argv: Optional[List[str]] = None) -> None:
+    """The program: every byte written to stdout and stderr goes through the redacting boundary, SIGINT and
+    SIGTERM unwind cleanly, and every failure ends in one message and its documented exit code."""
+    from driver_loader.output import boundary
+
+    raw = list(sys.argv[1:] if argv is None else argv)
+    _early_log_options(raw)
+    boundary.learn(raw, os.environ)
+    with boundary.guarded_streams(json_logs=_json_logs):
+        try:
+            with _interrupts():
+                code = _run(raw)
+        except Interrupted as stop:  # a signal between the inner handlers and here
+            code = _interrupted(stop.signum)
+    if code:
+        sys.exit(code)
+
+
+def _run(raw: List[str]) -> int:
     from driver_loader.cli.legacy import translate_argv
 
-    args = translate_argv(list(sys.argv[1:] if argv is None else argv))
     try:
-        cli.main(args=args, prog_name="falco-driver-loader", standalone_mode=False)
+        args = translate_argv(raw)
+        outcome = cli.main(args=args, prog_name="falco-driver-loader", standalone_mode=False)
+        return outcome if isinstance(outcome, int) and not isinstance(outcome, bool) else 0
+    except Interrupted as stop:
+        return _interrupted(stop.signum)
     except LoaderError as error:
-        if logging_setup.is_debug():
-            import traceback
-
-            traceback.print_exc()
-        _report(error)
-        sys.exit(int(error.exit_code))
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(int(ExitCode.RUNTIME))
+        _report(error.message, exit_code=int(error.exit_code), tried=error.tried, hint=error.hint)
+        return int(error.exit_code)
+    except click.exceptions.Abort as abort:
+        if isinstance(abort.__context__, KeyboardInterrupt):
+            return _interrupted(signal.SIGINT)
+        _report("aborted", exit_code=int(ExitCode.RUNTIME))
+        return int(ExitCode.RUNTIME)
     except click.ClickException as error:
-        error.show()
-        sys.exit(int(ExitCode.USAGE))
+        if _json_logs():
+            logging_setup.get_logger().error(error.format_message(), exit_code=int(ExitCode.USAGE),
+                                             hint="run with --help for the usage")
+        else:
+            error.show()
+        return int(ExitCode.USAGE)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        return _interrupted(signal.SIGINT)
     except Exception as error:  # an internal bug: still one line and exit 1
-        if logging_setup.is_debug():
-            import traceback
-
-            traceback.print_exc()
-        click.echo(f"internal error: {type(error).__name__}: {error}", err=True)
-        click.echo("  next: rerun with --log-level debug for the traceback, and report it", err=True)
-        sys.exit(int(ExitCode.RUNTIME))
+        _report(f"{type(error).__name__}: {error}", exit_code=int(ExitCode.RUNTIME), prefix="internal error",
+                hint="rerun with --log-level debug for the traceback, and report it")
+        return int(ExitCode.RUNTIME)

@@ -47,8 +47,21 @@ def quote_segment(segment: str) -> str:
     return quote(segment, safe="-._~")
 
 
+def repo_url(repo: str, *segments: str) -> str:
+    """`repo` with already-quoted path `segments` appended, keeping its query string (a signed URL's or a token's)
+    on the result: `https://h/d?t=x` + `a`, `b.ko` -> `https://h/d/a/b.ko?t=x`. A last segment of "" gives the
+    directory itself (`https://h/d/?t=x`)."""
+    base, sep, query = repo.partition("?")
+    return "/".join([base.rstrip("/"), *segments]) + (f"?{query}" if sep and query else "")
+
+
+def repo_prefix(repo: str) -> str:
+    """What every URL built from `repo` starts with: its base, query left out, ending in '/'."""
+    return repo.partition("?")[0].rstrip("/") + "/"
+
+
 def artifact_url(repo: str, driver_version: str, arch: str, filename: str) -> str:
-    return "/".join([repo.rstrip("/"), quote_segment(driver_version), quote_segment(arch), quote_segment(filename)])
+    return repo_url(repo, quote_segment(driver_version), quote_segment(arch), quote_segment(filename))
 
 
 def cache_path(cache_dir: str, driver_version: str, arch: str, filename: str) -> str:

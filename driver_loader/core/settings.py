@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from driver_loader.core.driver_types import DEFAULT_TYPES, DriverType, parse_driver_types, split_list
 from driver_loader.core.errors import UsageError
 from driver_loader.core.naming import unsafe_reason
+from driver_loader.core.policy import VerifyPolicy
 
 DEFAULT_REPO = "https://download.falco.org/driver"
 DEFAULT_CONFIG_PATH = "/etc/falcoctl/falcoctl.yaml"
@@ -25,8 +26,13 @@ DEFAULT_DRIVER_NAME = "falco"
 DEFAULT_BUILD_TIMEOUT = 900.0
 # depmod, dkms status/remove: seconds on a quiet host, minutes on a loaded or emulated one.
 DEFAULT_TOOL_TIMEOUT = 600.0
+# A driver is a few MiB: five minutes is a slow link's worth, and bounds what a hostile mirror can hold one URL for.
+DEFAULT_DOWNLOAD_TIMEOUT = 300.0
+# Upper bounds that keep a typo from turning into hours of retrying.
+MAX_HTTP_RETRIES = 20
+MAX_UNLOAD_RETRIES = 1000
 ALLOWED_REPO_SCHEMES = ("http", "https", "file")
-VERIFY_POLICIES = ("auto", "strict", "off")
+VERIFY_POLICIES = tuple(p.value for p in VerifyPolicy)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 
@@ -41,11 +47,14 @@ class HttpOptions:
     insecure: bool = False
     ca_bundle: Optional[str] = None
     max_size: int = 512 * 1024 * 1024
+    # The most one download may take, whatever the server does: connecting, retries and their waits, the headers
+    # and the whole body (a body trickling a byte a second never trips the per-read `timeout`).
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
 
 
 @dataclasses.dataclass(frozen=True)
 class VerifyOptions:
-    policy: str = "auto"
+    policy: VerifyPolicy = VerifyPolicy.AUTO
     sha256: Optional[str] = None
     checksums_file: Optional[str] = None
 
@@ -101,8 +110,15 @@ def parse_repos(values: Any) -> Tuple[str, ...]:
                 f"repository {repo!r} is not an http, https or file URL",
                 hint="give --repo as https://host/path, http://host/path or file:///path",
             )
-        if scheme != "file" and not urlsplit(repo).netloc:
+        parts = urlsplit(repo)
+        if scheme != "file" and not parts.netloc:
             raise UsageError(f"repository {repo!r} has no host", hint="give --repo as https://host/path")
+        if scheme == "file" and not parts.path.startswith("/"):
+            raise UsageError(f"repository {repo!r} is not an absolute file URL",
+                             hint="give a local mirror as file:///absolute/path")
+        if "#" in repo:
+            raise UsageError(f"repository {repo!r} has a #fragment, which is never sent to a server",
+                             hint="remove the '#...' part; a query string (?token=...) is kept on every request")
     return repos
 
 
@@ -137,14 +153,122 @@ def _as_list(value: Any) -> list:
 
 
 def _seconds(option: str, value: Any) -> float:
-    """A positive, finite number of seconds, or a usage error naming the option."""
+    """A positive, finite number of seconds, or a usage error naming the option (or variable, or config key)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{option} expects a number of seconds, got {value!r}")
     try:
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(f"{option} expects a number of seconds, got {value!r}") from None
-    if not 0 < seconds < float("inf"):
+    if not 0 < seconds < float("inf"):  # also refuses nan, which compares false with everything
         raise UsageError(f"{option} must be a positive, finite number of seconds, got {value!r}")
     return seconds
+
+
+def _count(option: str, value: Any, *, minimum: int, maximum: Optional[int] = None) -> int:
+    """A whole number in [minimum, maximum], or a usage error naming the option."""
+    if isinstance(value, bool):
+        raise UsageError(f"{option} expects a whole number, got {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise UsageError(f"{option} expects a whole number, got {value!r}") from None
+    if isinstance(value, float) and number != value:
+        raise UsageError(f"{option} expects a whole number, got {value!r}")
+    if number < minimum or (maximum is not None and number > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        raise UsageError(f"{option} must be {bound}, got {value!r}")
+    return number
+
+
+def _pick(*candidates: Tuple[str, Any]) -> Tuple[str, Any]:
+    """(name of the source, value) of the first candidate given, as `_first` decides; ("", None) when none is."""
+    for name, value in candidates:
+        if _first(value) is not None:
+            return name, value
+    return "", None
+
+
+class ConfigSection:
+    """The `driver:` section of falcoctl.yaml, read with the type each key must have. A value of another type is
+    a usage error naming the key and the file; a relative path is taken relative to the file's directory (never
+    to the working directory). Keys are case-insensitive; an empty value counts as unset."""
+
+    def __init__(self, section: Optional[Mapping[str, Any]], path: Optional[str] = None) -> None:
+        if section is not None and not isinstance(section, Mapping):
+            raise UsageError(f"{self._where('driver', path)} must be a mapping",
+                             hint="see falcoctl's falcoctl.yaml layout")
+        self.path = path
+        self._values = {str(k).lower(): v for k, v in (section or {}).items()}
+        nested = self._values.get("config")
+        if nested is not None and not isinstance(nested, Mapping):
+            raise UsageError(f"{self.where('config')} must be a mapping, got {_describe(nested)}",
+                             hint="write it as `config: {configdir: /etc/falco, update_falco: true}`")
+        self._config = {str(k).lower(): v for k, v in (nested or {}).items()}
+
+    @staticmethod
+    def _where(key: str, path: Optional[str]) -> str:
+        return f"{key} in {path}" if path else key
+
+    def where(self, key: str) -> str:
+        return self._where(f"driver.{key}", self.path)
+
+    def _raw(self, key: str) -> Any:
+        nested, _, inner = key.partition(".")
+        value = self._config.get(inner) if nested == "config" and inner else self._values.get(key)
+        return None if value == "" or value == [] else value
+
+    def string(self, key: str) -> Optional[str]:
+        value = self._raw(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise UsageError(f"{self.where(key)} must be a string, got {_describe(value)}",
+                             hint="quote the value in the YAML file, e.g. version: \"8.0.0+driver\"")
+        return value
+
+    def strings(self, key: str) -> Optional[list]:
+        value = self._raw(key)
+        if value is None:
+            return None
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise UsageError(f"{self.where(key)} must be a string or a list of strings, got {_describe(value)}",
+                             hint=f"write it as `{key}: [a, b]` or `{key}: a`")
+        return items
+
+    def boolean(self, key: str) -> Optional[bool]:
+        value = self._raw(key)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS:
+            return _BOOLEAN_WORDS[value.strip().lower()]
+        raise UsageError(f"{self.where(key)} must be true or false, got {_describe(value)}")
+
+    def path_value(self, key: str) -> Optional[str]:
+        value = self.string(key)
+        if value is None:
+            return None
+        if "\x00" in value:
+            raise UsageError(f"{self.where(key)} contains a NUL character")
+        if posixpath.isabs(value):
+            return value
+        if not self.path or not posixpath.isabs(self.path):
+            raise UsageError(f"{self.where(key)} must be an absolute path, got {value!r}")
+        return posixpath.normpath(posixpath.join(posixpath.dirname(self.path), value))
+
+
+_BOOLEAN_WORDS = {"true": True, "yes": True, "y": True, "on": True, "1": True,
+                  "false": False, "no": False, "n": False, "off": False, "0": False}
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping",
+            str: "a string"}.get(type(value), type(value).__name__)
+    text = repr(value)
+    return f"{kind} ({text[:60] + '...' if len(text) > 60 else text})"
 
 
 def _first(*candidates: Any) -> Any:
@@ -169,24 +293,24 @@ def _truthy(value: Any) -> bool:
 def resolve_settings(
     flags: Mapping[str, Any],
     env: Mapping[str, str],
-    config: Mapping[str, Any],
+    config: Optional[Mapping[str, Any]],
     *,
     home: str = "/root",
+    config_path: Optional[str] = None,
 ) -> Settings:
     """Merge the sources. `flags` holds only options the user gave (None or absent means not given);
-    `config` is the `driver:` section of falcoctl.yaml, keys lower-cased."""
-    cfg = {str(k).lower(): v for k, v in (config or {}).items()}
-    cfg_config = {str(k).lower(): v for k, v in (cfg.get("config") or {}).items()} if isinstance(
-        cfg.get("config"), Mapping
-    ) else {}
+    `config` is the `driver:` section of falcoctl.yaml (`config_path`, absolute, names the file in messages and
+    anchors its relative paths). A value of the wrong type or out of range is a UsageError naming where it came
+    from: the option, the variable or the config key."""
+    cfg = config if isinstance(config, ConfigSection) else ConfigSection(config, config_path)
 
-    host_root = _first(
-        flags.get("host_root"), env.get("FALCOCTL_DRIVER_HOSTROOT"), env.get("HOST_ROOT"), cfg.get("hostroot"), "/"
-    )
-    host_root = str(host_root)
+    root_source, host_root = _pick(
+        ("--host-root", flags.get("host_root")), ("FALCOCTL_DRIVER_HOSTROOT", env.get("FALCOCTL_DRIVER_HOSTROOT")),
+        ("HOST_ROOT", env.get("HOST_ROOT")), (cfg.where("hostroot"), cfg.path_value("hostroot")))
+    host_root = str(host_root) if host_root is not None else "/"
     if not posixpath.isabs(host_root) or "\x00" in host_root:
         raise UsageError(
-            f"host root must be an absolute path, got {host_root!r}",
+            f"host root ({root_source}) must be an absolute path, got {host_root!r}",
             hint="set --host-root (or HOST_ROOT) to where the host's / is mounted, e.g. /host",
         )
     host_root = posixpath.normpath(host_root)
@@ -194,26 +318,31 @@ def resolve_settings(
         host_root = "/" + host_root.lstrip("/")
 
     legacy_type = "ebpf" if "FALCO_BPF_PROBE" in env else None
-    types = _first(flags.get("driver_types"), env.get("FALCOCTL_DRIVER_TYPE"), legacy_type, cfg.get("type"))
+    types = _first(flags.get("driver_types"), env.get("FALCOCTL_DRIVER_TYPE"), legacy_type, cfg.strings("type"))
     driver_types = parse_driver_types(_as_list(types)) if types is not None else DEFAULT_TYPES
 
-    name = str(_first(flags.get("driver_name"), env.get("FALCOCTL_DRIVER_NAME"), env.get("DRIVER_NAME"),
-                      cfg.get("name"), DEFAULT_DRIVER_NAME))
+    name_source, name = _pick(("--name", flags.get("driver_name")), ("FALCOCTL_DRIVER_NAME",
+                              env.get("FALCOCTL_DRIVER_NAME")), ("DRIVER_NAME", env.get("DRIVER_NAME")),
+                              (cfg.where("name"), cfg.string("name")))
+    name = str(name) if name is not None else DEFAULT_DRIVER_NAME
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", name):
         raise UsageError(
-            f"invalid driver name {name!r}",
+            f"invalid driver name {name!r}" + (f" ({name_source})" if name_source else ""),
             hint="a driver name is letters, digits, '-' and '_' (default: falco)",
         )
 
-    version = _first(flags.get("driver_version"), env.get("FALCOCTL_DRIVER_VERSION"), env.get("DRIVER_VERSION"),
-                     cfg.get("version"))
+    version_source, version = _pick(
+        ("--driver-version", flags.get("driver_version")), ("FALCOCTL_DRIVER_VERSION",
+                                                            env.get("FALCOCTL_DRIVER_VERSION")),
+        ("DRIVER_VERSION", env.get("DRIVER_VERSION")), (cfg.where("version"), cfg.string("version")))
     version = str(version).strip() if version is not None else None
     if version:
         reason = unsafe_reason("driver version", version)
         if reason:
-            raise UsageError(reason, hint="driver versions look like 8.0.0+driver")
+            raise UsageError(f"{reason} ({version_source})", hint="driver versions look like 8.0.0+driver")
 
-    repos_raw = _first(flags.get("repos"), env.get("FALCOCTL_DRIVER_REPOS"), env.get("DRIVERS_REPO"), cfg.get("repos"))
+    repos_raw = _first(flags.get("repos"), env.get("FALCOCTL_DRIVER_REPOS"), env.get("DRIVERS_REPO"),
+                       cfg.strings("repos"))
     repos = parse_repos(repos_raw) if repos_raw is not None else ()
     repos = repos or (DEFAULT_REPO,)
 
@@ -223,30 +352,38 @@ def resolve_settings(
     headers = parse_http_headers(_first(flags.get("http_headers"), env.get("FALCOCTL_DRIVER_HTTP_HEADERS")))
     insecure_raw = _first(flags.get("http_insecure"), env.get("DRIVER_INSECURE_DOWNLOAD") and True)
     ca_bundle = _first(flags.get("ca_bundle"), env.get("REQUESTS_CA_BUNDLE"), env.get("SSL_CERT_FILE"))
+    download_source, download_timeout = _pick(
+        ("--download-timeout", flags.get("download_timeout")),
+        ("FALCOCTL_DRIVER_DOWNLOAD_TIMEOUT", env.get("FALCOCTL_DRIVER_DOWNLOAD_TIMEOUT")))
     http = HttpOptions(
-        timeout=float(_first(flags.get("http_timeout"), HttpOptions.timeout)),
-        retries=int(_first(flags.get("http_retries"), HttpOptions.retries)),
+        timeout=_seconds("--http-timeout", _first(flags.get("http_timeout"), HttpOptions.timeout)),
+        retries=_count("--http-retries", _first(flags.get("http_retries"), HttpOptions.retries), minimum=0,
+                       maximum=MAX_HTTP_RETRIES),
         headers=headers,
         insecure=bool(insecure_raw) if insecure_raw is not None else False,
         ca_bundle=ca_bundle,
-        max_size=int(_first(flags.get("max_size"), HttpOptions.max_size)),
+        max_size=_count("--max-size", _first(flags.get("max_size"), HttpOptions.max_size), minimum=1),
+        download_timeout=_seconds(download_source or "--download-timeout",
+                                  _first(download_timeout, DEFAULT_DOWNLOAD_TIMEOUT)),
     )
-    if http.timeout <= 0 or http.retries < 0 or http.max_size <= 0:
-        raise UsageError("--http-timeout and --max-size must be positive, --http-retries not negative")
 
-    policy = str(_first(flags.get("verify"), "auto")).lower()
-    if policy not in VERIFY_POLICIES:
-        raise UsageError(f"unknown --verify policy {policy!r}", hint="use auto, strict or off")
+    policy_word = str(_first(flags.get("verify"), "auto")).lower()
+    try:
+        policy = VerifyPolicy(policy_word)
+    except ValueError:
+        raise UsageError(f"unknown --verify policy {policy_word!r}", hint="use auto, strict or off") from None
     sha = _first(flags.get("sha256"))
     if sha is not None and not _SHA256.match(str(sha)):
         raise UsageError(f"--sha256 expects 64 hex digits, got {sha!r}")
     verify = VerifyOptions(policy=policy, sha256=sha.lower() if sha else None,
                            checksums_file=_first(flags.get("checksums")))
 
-    update_falco = _first(flags.get("update_falco"), env.get("FALCOCTL_DRIVER_CONFIG_UPDATE_FALCO"),
-                          cfg_config.get("update_falco"))
+    update_source, update_falco = _pick(
+        ("--update-falco", flags.get("update_falco")),
+        ("FALCOCTL_DRIVER_CONFIG_UPDATE_FALCO", env.get("FALCOCTL_DRIVER_CONFIG_UPDATE_FALCO")),
+        (cfg.where("config.update_falco"), cfg.boolean("config.update_falco")))
     falco_config_dir = _first(flags.get("falco_config_dir"), env.get("FALCOCTL_DRIVER_CONFIG_CONFIGDIR"),
-                              cfg_config.get("configdir"), DEFAULT_FALCO_CONFIG_DIR)
+                              cfg.path_value("config.configdir"), DEFAULT_FALCO_CONFIG_DIR)
 
     cache_dir = str(_first(flags.get("cache_dir"), posixpath.join(home, ".falco")))
     if not posixpath.isabs(cache_dir):
@@ -256,6 +393,10 @@ def resolve_settings(
     if output not in ("text", "json"):
         raise UsageError(f"unknown --output {output!r}", hint="use text or json")
 
+    build_source, build_timeout = _pick(("--build-timeout", flags.get("build_timeout")),
+                                        ("FALCOCTL_DRIVER_BUILD_TIMEOUT", env.get("FALCOCTL_DRIVER_BUILD_TIMEOUT")))
+    tool_source, tool_timeout = _pick(("--tool-timeout", flags.get("tool_timeout")),
+                                      ("FALCOCTL_DRIVER_TOOL_TIMEOUT", env.get("FALCOCTL_DRIVER_TOOL_TIMEOUT")))
     return Settings(
         host_root=host_root,
         kernel_release=_first(flags.get("kernel_release"), env.get("DRIVER_KERNEL_RELEASE")),
@@ -266,20 +407,30 @@ def resolve_settings(
         driver_version=version or None,
         repos=repos,
         cache_dir=posixpath.normpath(cache_dir),
-        config_path=str(_first(flags.get("config_path"), DEFAULT_CONFIG_PATH)),
+        config_path=str(_first(flags.get("config_path"), config_path, DEFAULT_CONFIG_PATH)),
         falco_config_dir=str(falco_config_dir),
-        update_falco=_truthy(update_falco) if update_falco is not None else True,
+        update_falco=_flag_value(update_source, update_falco) if update_falco is not None else True,
         download=bool(_first(flags.get("download"), True)),
         compile=bool(_first(flags.get("compile"), True)),
         version_fallback=bool(_first(flags.get("version_fallback"), True)),
         http=http,
         verify=verify,
-        unload_retries=int(_first(flags.get("unload_retries"), 5)),
+        unload_retries=_count("--unload-retries", _first(flags.get("unload_retries"), 5), minimum=0,
+                              maximum=MAX_UNLOAD_RETRIES),
         persist=bool(_first(flags.get("persist"), False)),
         dry_run=bool(_first(flags.get("dry_run"), False)),
-        build_timeout=_seconds("--build-timeout", _first(flags.get("build_timeout"),
-                               env.get("FALCOCTL_DRIVER_BUILD_TIMEOUT"), DEFAULT_BUILD_TIMEOUT)),
-        tool_timeout=_seconds("--tool-timeout", _first(flags.get("tool_timeout"),
-                              env.get("FALCOCTL_DRIVER_TOOL_TIMEOUT"), DEFAULT_TOOL_TIMEOUT)),
+        build_timeout=_seconds(build_source or "--build-timeout", _first(build_timeout, DEFAULT_BUILD_TIMEOUT)),
+        tool_timeout=_seconds(tool_source or "--tool-timeout", _first(tool_timeout, DEFAULT_TOOL_TIMEOUT)),
         output=output,
     )
+
+
+def _flag_value(source: str, value: Any) -> bool:
+    """A boolean from a flag or a config file (already one), or from a variable's text (true/false, yes/no, 1/0,
+    on/off); other text is a usage error naming the variable."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in _BOOLEAN_WORDS:
+        raise UsageError(f"{source} must be true or false, got {value!r}")
+    return _BOOLEAN_WORDS[word]

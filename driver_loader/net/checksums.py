@@ -112,7 +112,7 @@ def sidecar_url(artifact_url: str) -> str:
 def sums_url(artifact_url: str) -> str:
     parts = urlsplit(artifact_url)
     directory = parts.path.rsplit("/", 1)[0]
-    return urlunsplit((parts.scheme, parts.netloc, f"{directory}/{SUMS_FILENAME}", "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, f"{directory}/{SUMS_FILENAME}", parts.query, ""))
 
 
 class ChecksumResolver:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from driver_loader.artifacts.cache import ArtifactCache, ArtifactTooLarge, CacheEntry, IncompleteDownload
 from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
-from driver_loader.core.naming import Candidate
+from driver_loader.core.naming import Candidate, repo_prefix
 from driver_loader.core.plan import Plan
 from driver_loader.core.redaction import redact_url
 from driver_loader.core.settings import Settings
@@ -182,7 +182,7 @@ class _Fetcher:
 
     def _may_publish(self, url: str, version: str, filename: str) -> bool:
         for repo, versions in self.published.items():
-            if not url.startswith(repo.rstrip("/") + "/"):
+            if not url.startswith(repo_prefix(repo)):
                 continue
             if versions is not None and version not in versions:
                 return False
@@ -231,6 +231,11 @@ class _Fetcher:
         return entry.verified_by
 
     def _download(self, url: str, candidate: Candidate) -> Optional[CacheEntry]:
+        # One deadline for the URL: its checksum documents, the body and any transfer tried again.
+        with self.session.deadline():
+            return self._download_by_deadline(url, candidate)
+
+    def _download_by_deadline(self, url: str, candidate: Candidate) -> Optional[CacheEntry]:
         safe_url = redact_url(url)
         started = time.monotonic()
         transfers = 0

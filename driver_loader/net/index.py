@@ -14,7 +14,7 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from driver_loader.core.errors import HttpFailure
-from driver_loader.core.naming import quote_segment
+from driver_loader.core.naming import quote_segment, repo_url
 from driver_loader.core.redaction import redact_url
 from driver_loader.output.log import get_logger
 from driver_loader.system.documents import DocumentLimitError, load_json
@@ -108,13 +108,12 @@ class VersionIndex:
         """(arch, file name) pairs the drivers website lists for `version` in `repo`; None when unknown."""
         if not self._from_site.get(repo):
             return None
-        url = f"{_base(repo)}/site/{quote_segment(version)}.json"
+        url = repo_url(repo, "site", f"{quote_segment(version)}.json")
         text = self._document(url)
         return self._parsed(parse_site_version, text, url) if text is not None else None
 
     def _lookup_versions(self, repo: str) -> Optional[Tuple[str, ...]]:
-        base = _base(repo)
-        site_url = f"{base}/{SITE_INDEX}"
+        site_url = repo_url(repo, *SITE_INDEX.split("/"))
         text = self._document(site_url)
         if text is not None:
             versions = self._parsed(parse_site_index, text, site_url)
@@ -123,7 +122,7 @@ class VersionIndex:
                 log.debug("versions from the drivers website index", repo=redact_url(repo), count=len(versions))
                 return tuple(versions)
             log.debug("site/index.json is not a JSON array of versions", repo=redact_url(repo))
-        listing_url = f"{base}/"
+        listing_url = repo_url(repo, "")
         text = self._document(listing_url)
         if text is not None:
             versions = self._parsed(parse_directory_listing, text, listing_url)
@@ -149,7 +148,3 @@ class VersionIndex:
         except HttpFailure as failure:
             log.warning("cannot read the version index", url=failure.url, error=failure.message)
             return None
-
-
-def _base(repo: str) -> str:
-    return repo.rstrip("/")

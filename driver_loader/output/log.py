@@ -67,11 +67,13 @@ def _configure() -> None:
         processors += [
             structlog.processors.EventRenamer("msg"),
             structlog.processors.format_exc_info,
+            _redact_event,
             structlog.processors.JSONRenderer(sort_keys=False),
         ]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=fmt == "color",
-                                                        exception_formatter=structlog.dev.plain_traceback))
+        processors += [_redact_event,
+                       structlog.dev.ConsoleRenderer(colors=fmt == "color",
+                                                     exception_formatter=structlog.dev.plain_traceback)]
     threshold = _LEVELS.get(_config["level"], logging.INFO)
     structlog.configure(
         processors=processors,
@@ -80,6 +82,28 @@ def _configure() -> None:
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+def _redact_event(_logger: Any, _method: str, event_dict: dict) -> dict:
+    """Every string of the event, redacted before it is rendered (the stderr writer redacts the rendered line
+    again: the same function, so a value is safe however the renderer quotes it). A traceback still to be
+    formatted (`exc_info`) is left to the renderer, whose output the stderr writer redacts."""
+    from driver_loader.output.boundary import redact
+
+    return {key: value if key in ("exc_info", "stack_info") else _redact_value(value, redact)
+            for key, value in event_dict.items()}
+
+
+def _redact_value(value: Any, redact: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(item, redact) for item in value]
+    if isinstance(value, dict):
+        return {key: _redact_value(item, redact) for key, item in value.items()}
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return redact(str(value))
 
 
 class _CurrentStderr:

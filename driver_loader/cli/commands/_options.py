@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 import click
 
@@ -68,6 +68,9 @@ FETCH_OPTIONS = [
                  help=f"Connect and read timeout in seconds (default {HttpOptions.timeout:g})."),
     click.option("--http-retries", type=int, default=None,
                  help=f"Retries on connection errors, 429, 5xx (default {HttpOptions.retries})."),
+    click.option("--download-timeout", type=float, default=None,
+                 help=f"Seconds one download may take in all: connecting, retries, headers and body (default "
+                      f"{HttpOptions.download_timeout:g}; env FALCOCTL_DRIVER_DOWNLOAD_TIMEOUT)."),
     click.option("--http-header", "http_headers", multiple=True, default=None,
                  help="Extra request header 'Key: Value'. Repeatable."),
     click.option("--http-headers", "http_headers_csv", default=None, hidden=True,
@@ -140,6 +143,23 @@ def settings_from_flags(flags: Dict[str, Any], env=None) -> Settings:
     csv = given.pop("http_headers_csv", None)
     if csv is not None:
         given["http_headers"] = list(given.get("http_headers", ())) + [csv]
-    config_path = given.get("config_path") or DEFAULT_CONFIG_PATH
+    config_path = os.path.abspath(given.get("config_path") or DEFAULT_CONFIG_PATH)
     config = load_driver_section(config_path, required="config_path" in given)
-    return resolve_settings(given, env, config, home=home_dir())
+    _remember_config_secrets(config)
+    settings = resolve_settings(given, env, config, home=home_dir(), config_path=config_path)
+    CACHE_DIRS_IN_USE.append(settings.cache_dir)
+    return settings
+
+
+# The cache directories this process resolved: an interrupted run removes its own partial files there.
+CACHE_DIRS_IN_USE: List[str] = []
+
+
+def _remember_config_secrets(section: Any) -> None:
+    """The config file's repositories may carry credentials: redact them before anything can print them."""
+    from driver_loader.output import boundary
+
+    if isinstance(section, dict):
+        repos = {str(k).lower(): v for k, v in section.items()}.get("repos")
+        values = [repos] if isinstance(repos, str) else repos if isinstance(repos, list) else []
+        boundary.remember_urls(str(v) for v in values)
