@@ -382,6 +382,57 @@ def _fleet_row(runs: Sequence[measure.Run], repo: server.Repository, *, shared: 
     )
 
 
+HOSTILE_SECRET = "B3nchS3cr3tT0ken"  # the repository's password; the retry-after mirror echoes it back
+DEFAULT_DOWNLOAD_TIMEOUT = 300.0  # the loader's --download-timeout default, which the row measures against
+RUN_BUDGET_FACTOR = 2.0  # the network part of a run ends within this many download timeouts
+
+
+def hostile_rows(ctx: Context) -> List[Row]:
+    """`download` with the default settings against a fully hostile mirror, one process per kind of hostility,
+    all at once: how long each takes against the stated worst case (2 x --download-timeout), and that none
+    succeeds or prints the credential the mirror echoes. With --quick the download timeout is 40 s (the bound
+    scales with it) so that the row takes about a minute instead of ten."""
+    timeout = 40.0 if ctx.quick else DEFAULT_DOWNLOAD_TIMEOUT
+    bound = RUN_BUDGET_FACTOR * timeout
+    silence = min(55.0, timeout / 4)  # slow answers: under the 60 s read timeout and the download timeout
+    extra = ["--download-timeout", f"{timeout:g}"] if ctx.quick else []
+    with server.HostileMirror(silence=silence, limit=bound + 60) as mirror:
+        argvs = [ctx.loader("download", *PRINTENV_ARGS[1:], "--repo", mirror.url(kind, f"bench:{HOSTILE_SECRET}"),
+                            "--cache-dir", os.path.join(ctx.workdir, f"hostile-{kind}"), *extra)
+                 for kind in server.HostileMirror.KINDS]
+        runs = measure.run_all(argvs, timeout=bound + 120, env=ctx.env, cwd=ctx.workdir)
+        asked = dict(mirror.requests)
+    worst = max(r.wall for r in runs)
+    leaked = [kind for kind, r in zip(server.HostileMirror.KINDS, runs)
+              if HOSTILE_SECRET.encode() in r.stdout + r.stderr]
+    succeeded = [kind for kind, r in zip(server.HostileMirror.KINDS, runs) if r.returncode == 0]
+    killed = [kind for kind, r in zip(server.HostileMirror.KINDS, runs) if r.timed_out]
+    notes = [f"{kind}: {r.wall:.1f} s, exit {r.returncode}, {asked.get(kind, 0)} requests; "
+             + _last_line(r.stderr) for kind, r in zip(server.HostileMirror.KINDS, runs)]
+    notes.append(f"settings: {'--download-timeout ' + format(timeout, 'g') if ctx.quick else 'the defaults'} "
+                 f"(bound {RUN_BUDGET_FACTOR:g} x {timeout:g} s = {bound:g} s, plus a few seconds of start-up); "
+                 f"slow answers after {silence:g} s of silence; the repository URL carries a password that the "
+                 f"retry-after mirror echoes in its reason phrase and body")
+    if leaked:
+        notes.append("the echoed credential appeared in the output of: " + ", ".join(leaked))
+    if succeeded or killed:
+        notes.append(f"succeeded: {', '.join(succeeded) or 'none'}; killed: {', '.join(killed) or 'none'}")
+    return [Row(
+        name="hostile mirror, worst case",
+        measured=f"{worst:.1f} s (slowest of {len(runs)})",
+        baseline=f"stated bound {bound:g} s",
+        ratio=f"{worst / bound:.2f}x",
+        target="<= bound + 10 s; no secret",
+        met=worst <= bound + 10 and not leaked and not succeeded and not killed,
+        notes=notes,
+    )]
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.startswith("error:")]
+    return (lines[-1] if lines else "no error line")[:200]
+
+
 # -- helpers ----------------------------------------------------------------------------------------------------------
 
 
@@ -550,6 +601,7 @@ ROWS: Dict[str, Callable[[Context], List[Row]]] = {
     "fastpath": fast_path_rows,
     "download": download_rows,
     "fleet": fleet_rows,
+    "hostile": hostile_rows,
 }
 
 

@@ -9,6 +9,7 @@ import hashlib
 import os
 import random
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Counter, Dict, Mapping, Optional, Tuple
@@ -197,3 +198,103 @@ class _Handler(BaseHTTPRequestHandler):
             if body:
                 self.wfile.flush()
                 self.connection.sendfile(handle, 0, size)
+
+
+class HostileMirror:
+    """A mirror that does the worst thing a server can do to a loader, by the first segment of the path:
+
+    - `retry-after`: every request answered `503` with `Retry-After: 3600`, and a reason phrase and body that echo the
+      request's Authorization header (a credential the loader must not print);
+    - `trickle-body`: a 200 whose body (1 MiB announced) arrives one byte a second;
+    - `trickle-header`: a status line, then header lines one byte a second, never ending the head;
+    - `slow-404`: every answer `404` after `silence` seconds (under the loader's read timeout, so never a timeout),
+      except the repository's directory listing, which (as slowly) lists `versions` compatible versions, so that the
+      version fallback keeps asking.
+
+    Every loop is bounded: a trickle stops after `limit` seconds and when the mirror is closed."""
+
+    KINDS = ("retry-after", "trickle-body", "trickle-header", "slow-404")
+
+    def __init__(self, *, silence: float, limit: float, versions: int = 50) -> None:
+        self.silence = silence
+        self.limit = limit
+        self.versions = versions
+        self.closing = threading.Event()
+        self.requests: Counter = collections.Counter()
+        handler = type("HostileHandler", (_HostileHandler,), {"mirror": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def url(self, kind: str, userinfo: str = "") -> str:
+        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}/{kind}"
+
+    def __enter__(self) -> HostileMirror:
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.closing.set()
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class _HostileHandler(BaseHTTPRequestHandler):
+    mirror: HostileMirror
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
+        pass
+
+    def do_GET(self) -> None:
+        mirror = self.mirror
+        path = urlsplit(self.path).path
+        kind = path.strip("/").split("/", 1)[0]
+        mirror.requests[kind] += 1
+        try:
+            if kind == "retry-after":
+                echo = self.headers.get("Authorization", "none")
+                body = f"Bad credentials: {echo}\n".encode()
+                self.wfile.write(f"HTTP/1.1 503 Bad credentials {echo}\r\nRetry-After: 3600\r\n"
+                                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            elif kind == "trickle-body":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n")
+                self._trickle(lambda: b"x")
+            elif kind == "trickle-header":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                self._trickle(lambda: b"X-Slow: y\r\n"[self._sent % 11: self._sent % 11 + 1])
+            else:
+                self._slow_answer(path)
+        except OSError:  # the loader hung up (it gave up, or was cut off)
+            pass
+        self.close_connection = True
+
+    _sent = 0
+
+    def _trickle(self, next_byte) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < self.mirror.limit and not self.mirror.closing.is_set():
+            self.wfile.write(next_byte())
+            self.wfile.flush()
+            self._sent += 1
+            self.mirror.closing.wait(1.0)
+
+    def _slow_answer(self, path: str) -> None:
+        if self.mirror.closing.wait(self.mirror.silence):
+            return
+        if path.rstrip("/").count("/") == 1 and path.endswith("/"):
+            links = "".join(f'<a href="8.{minor}.0%2Bdriver/">8.{minor}.0+driver/</a>\n'
+                            for minor in range(1, self.mirror.versions + 1))
+            body = f"<html><body>\n{links}</body></html>\n".encode()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            return
+        self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
