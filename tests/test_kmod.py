@@ -312,6 +312,20 @@ def test_an_unknown_architecture_reports_enosys_without_a_syscall():
     assert caught.value.errno == errno.ENOSYS
 
 
+def test_a_c_library_that_cannot_be_opened_reports_enosys(monkeypatch):
+    # dlopen's OSError has no errno; load_module and unload_module act on the errno (ENOSYS: fall back to insmod).
+    import ctypes
+
+    def no_libc(*args, **kwargs):
+        raise OSError("libc.so: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    with pytest.raises(OSError) as caught:
+        Syscalls(arch="x86_64").finit_module(0)
+    assert caught.value.errno == errno.ENOSYS
+    assert "cannot open shared object file" in caught.value.strerror
+
+
 def test_the_real_delete_module_syscall_reports_an_errno():
     if os.uname().machine not in ("x86_64", "aarch64"):
         pytest.skip("syscall numbers are known for x86_64 and aarch64 only")

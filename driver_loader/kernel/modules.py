@@ -13,12 +13,15 @@ import errno
 import os
 import platform
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from driver_loader.core.errors import LoaderError, LoadError
 from driver_loader.core.settings import DEFAULT_TOOL_TIMEOUT
 from driver_loader.output.log import get_logger
 from driver_loader.system.syscalls import syscall_numbers
+
+if TYPE_CHECKING:
+    import ctypes  # imported where a syscall is made, not at start-up
 
 log = get_logger(__name__)
 
@@ -57,7 +60,7 @@ class Syscalls:
     def __init__(self, arch: Optional[str] = None) -> None:
         self.arch = arch or platform.machine()
         self.numbers = syscall_numbers(self.arch)
-        self._libc = None
+        self._libc: Optional[ctypes.CDLL] = None
 
     def finit_module(self, fd: int, flags: int = 0) -> None:
         import ctypes
@@ -76,8 +79,12 @@ class Syscalls:
         if number is None:
             raise OSError(errno.ENOSYS, f"{syscall}: no syscall number known for {self.arch}")
         if self._libc is None:
-            self._libc = ctypes.CDLL(None, use_errno=True)
-            self._libc.syscall.restype = ctypes.c_long
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+            except OSError as exc:  # dlopen's failure has no errno; callers act on the errno
+                raise OSError(errno.ENOSYS, f"{syscall}: cannot open the C library: {exc}") from None
+            libc.syscall.restype = ctypes.c_long
+            self._libc = libc
         if self._libc.syscall(ctypes.c_long(number), *args) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
@@ -272,7 +279,7 @@ def _unload_error(name: str, exc: OSError) -> LoaderError:
             tried=[f"delete_module({name})"],
             hint="run as root with CAP_SYS_MODULE (a privileged container)",
         )
-    return LoadError(f"cannot unload module {name}: {os.strerror(exc.errno)}", tried=[f"delete_module({name})"])
+    return LoadError(f"cannot unload module {name}: {exc.strerror or exc}", tried=[f"delete_module({name})"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -307,7 +314,7 @@ def load_module(
             log.info("another loader loaded the same module meanwhile", module=name, version=version)
             return "already loaded"
         else:
-            raise load_error(exc.errno, name, kernel_log=kernel.kernel_log_since(log_fd, name),
+            raise load_error(exc.errno or errno.EIO, name, kernel_log=kernel.kernel_log_since(log_fd, name),
                              likely_causes=likely_causes, loaded=kernel.loaded(name)) from None
     else:
         kernel.kernel_log_since(log_fd, name)
