@@ -145,8 +145,8 @@ def _unzstd(data: bytes, label: str, limit: int) -> bytes:
     try:
         import zstandard
     except ImportError:
-        zstandard = None
-    if zstandard is not None:
+        pass
+    else:
         try:
             return _unzstd_with_package(zstandard, data, label, limit)
         except zstandard.ZstdError as exc:

@@ -7,7 +7,7 @@ first, the legacy loader's second when it differs), their URLs and cache paths. 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from driver_loader.core.distros import UNDETERMINED, discover
 from driver_loader.core.distros.base import DistroTarget, HostFacts, Naming
@@ -149,7 +149,7 @@ def choose_driver_type(
 ) -> TypeChoice:
     """The first type in priority order that this host can take, with why each earlier one was skipped."""
     kr = parse_kernel_release(facts.kernel_release)
-    skipped = []
+    skipped: List[Tuple[DriverType, str]] = []
     for kind in types:
         reason = None
         if kind in target.unsupported_types:
