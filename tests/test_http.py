@@ -165,6 +165,13 @@ def test_custom_headers_and_user_agent_are_sent(server):
     assert request.headers["Accept-Encoding"] == "identity"
 
 
+def test_the_session_keeps_requests_session_methods(server):
+    # It once stored its settings as `self.options`, which hid Session.options(), the HTTP OPTIONS method.
+    server.expect_request("/a", method="OPTIONS").respond_with_data("", headers={"Allow": "GET"})
+    response = session_for(timeout=5).options(server.url_for("/a"))
+    assert response.headers["Allow"] == "GET"
+
+
 # -- redirects --------------------------------------------------------------------------------------------------------
 
 def test_redirects_are_followed_up_to_five(server):

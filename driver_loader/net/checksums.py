@@ -135,7 +135,7 @@ class ChecksumResolver:
         if self.verify.sha256:
             return Expectation(self.verify.sha256.lower(), "--sha256", VERIFIED_PINNED)
         if self.verify.checksums_file:
-            digest = match_checksum(self._checksums_file_entries(), location)
+            digest = match_checksum(self._checksums_file_entries(self.verify.checksums_file), location)
             if digest:
                 return Expectation(digest, f"checksums file {self.verify.checksums_file}", VERIFIED_PINNED)
         return None
@@ -166,15 +166,14 @@ class ChecksumResolver:
         list_url = sums_url(url)
         sums = self.get_document(list_url)
         if sums is not None:
-            digest = match_checksum(parse_checksum_lines(sums), location)
-            if digest:
-                return Expectation(digest, f"{SUMS_FILENAME} {redact_url(list_url)}",
+            listed = match_checksum(parse_checksum_lines(sums), location)
+            if listed:
+                return Expectation(listed, f"{SUMS_FILENAME} {redact_url(list_url)}",
                                    VERIFIED_SUMS)
         return None
 
-    def _checksums_file_entries(self) -> List[Tuple[str, str]]:
+    def _checksums_file_entries(self, path: str) -> List[Tuple[str, str]]:
         if self._pinned_entries is None:
-            path = self.verify.checksums_file
             try:
                 raw = read_regular_file(path, CHECKSUMS_FILE_LIMIT)
             except UnreadableFile as exc:

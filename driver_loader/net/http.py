@@ -228,7 +228,6 @@ class LoaderSession(requests.Session):
     def __init__(self, options: HttpOptions, *, sleep: Sleep = time.sleep,
                  rand: Callable[[], float] = random.random, extra_secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.options = options
         self.max_redirects = MAX_REDIRECTS
         self.timeouts = (min(CONNECT_TIMEOUT_CAP, options.timeout), options.timeout)
         self.verify_setting: Union[bool, str] = False if options.insecure else (options.ca_bundle or True)
