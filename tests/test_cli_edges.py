@@ -133,6 +133,8 @@ def test_a_signal_stops_the_run_with_one_line_and_nothing_partial(stalled_downlo
     ([], {"FALCOCTL_DRIVER_BUILD_TIMEOUT": "nan"}, "FALCOCTL_DRIVER_BUILD_TIMEOUT"),
     ([], {"FALCOCTL_DRIVER_TOOL_TIMEOUT": "soon"}, "FALCOCTL_DRIVER_TOOL_TIMEOUT"),
     (["--build-timeout", "1e400"], {}, "--build-timeout"),
+    (["--http-timeout", "1e12"], {}, "--http-timeout"),
+    (["--download-timeout", "1e308"], {}, "--download-timeout"),
     (["--http-retries", "-1"], {}, "--http-retries"),
     (["--http-retries", "1000000"], {}, "--http-retries"),
     (["--max-size", "0"], {}, "--max-size"),
@@ -140,6 +142,10 @@ def test_a_signal_stops_the_run_with_one_line_and_nothing_partial(stalled_downlo
     ([], {"FALCOCTL_DRIVER_CONFIG_UPDATE_FALCO": "maybe"}, "FALCOCTL_DRIVER_CONFIG_UPDATE_FALCO"),
     (["--repo", "file:relative/mirror"], {}, "file:relative/mirror"),
     (["--repo", "https://mirror.example/d#part"], {}, "#fragment"),
+    (["--repo", "http://[::1/d"], {}, "not a valid URL"),
+    (["--repo", "http://mirror.example:99999/d"], {}, "port must be a number"),
+    (["--repo", "http://user@/d"], {}, "has no host"),
+    ([], {"FALCOCTL_DRIVER_REPOS": "http://mirror.example:x/d"}, "port must be a number"),
 ])
 def test_an_invalid_value_is_exit_2_naming_where_it_came_from(args, env, named, host, tmp_path, capsys,
                                                               monkeypatch):
@@ -283,3 +289,33 @@ def test_a_line_that_bypasses_the_logger_is_still_wrapped_as_json(host, capsys, 
     assert code == 1
     events = [json.loads(line) for line in err.splitlines()]
     assert [e["msg"] for e in events][0] == "a library printing on its own"
+
+
+# -- output that cannot be written ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_reader_that_went_away_is_one_line_and_exit_1(host, log_format):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout fails with a broken pipe
+    try:
+        result = subprocess.run([sys.executable, "-m", "driver_loader", "printenv", "--output", "json",
+                                 "--log-format", log_format, "--host-root", str(host), "--type", "kmod", *TARGET],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "broken pipe" in lines[0] and "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    if log_format == "json":
+        json.loads(lines[0])
+
+
+def test_a_closed_stdout_is_not_an_error(host):
+    result = subprocess.run([sys.executable, "-m", "driver_loader", "printenv", "--host-root", str(host),
+                             "--type", "kmod", *TARGET], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -213,6 +213,17 @@ def test_a_redirects_body_is_not_read(raw_server):
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("location", ["http://[::1/x", "http://" + "a" * 70 + ".example/", "http://h:99999/x"])
+def test_a_redirect_to_an_unparseable_location_is_a_failure_not_a_crash(raw_server, location):
+    def script(conn, request_line):
+        conn.sendall(response_head("302 Found", length=0, extra=f"Location: {location}\r\n"))
+
+    raw = raw_server(script)
+    with pytest.raises(HttpFailure) as info:
+        build_session(HttpOptions(timeout=5, retries=0), sleep=Sleeps()).get_stream(raw.url("/a.ko"))
+    assert info.value.message.startswith("invalid URL")
+
+
 def test_a_fifo_in_a_file_repository_is_refused_not_waited_on(tmp_path):
     mirror = tmp_path / "mirror" / DEFAULT_VERSION / "x86_64"
     mirror.mkdir(parents=True)

@@ -18,6 +18,7 @@ from driver_loader import __version__
 from driver_loader.cli.commands import SUBCOMMANDS, _options
 from driver_loader.core.errors import ExitCode, LoaderError
 from driver_loader.output import log as logging_setup
+from driver_loader.output.boundary import OutputClosed
 
 
 class _LazyGroup(click.Group):
@@ -78,6 +79,8 @@ def _interrupts() -> Iterator[None]:
     """SIGINT and SIGTERM raise Interrupted for the duration of the block (main thread only)."""
 
     def handler(signum: int, _frame: object) -> None:
+        for number in saved:  # a second Ctrl-C must not interrupt the cleanup the first one started
+            signal.signal(number, signal.SIG_IGN)
         raise Interrupted(signum)
 
     saved = {}
@@ -137,6 +140,14 @@ def _interrupted(signum: int) -> int:
     else:
         click.echo(message, err=True)
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, and drop what waits in its buffer, so that nothing raises again at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
 
 
 def _remove_own_partials() -> None:
@@ -218,6 +229,12 @@ def _run(raw: List[str]) -> int:
         return int(ExitCode.USAGE)
     except KeyboardInterrupt:
         return _interrupted(signal.SIGINT)
+    except (OutputClosed, BrokenPipeError):  # whoever read the output went away (`| head`)
+        _silence_stdout()
+        with contextlib.suppress(OutputClosed, OSError):
+            _report("the output was closed before everything was written (broken pipe)",
+                    exit_code=int(ExitCode.RUNTIME))
+        return int(ExitCode.RUNTIME)
     except Exception as error:  # an internal bug: still one line and exit 1
         _report(f"{type(error).__name__}: {error}", exit_code=int(ExitCode.RUNTIME), prefix="internal error",
                 hint="rerun with --log-level debug for the traceback, and report it")

@@ -31,6 +31,7 @@ DEFAULT_DOWNLOAD_TIMEOUT = 300.0
 # Upper bounds that keep a typo from turning into hours of retrying.
 MAX_HTTP_RETRIES = 20
 MAX_UNLOAD_RETRIES = 1000
+MAX_SECONDS = 7 * 24 * 3600.0
 ALLOWED_REPO_SCHEMES = ("http", "https", "file")
 VERIFY_POLICIES = tuple(p.value for p in VerifyPolicy)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -104,14 +105,21 @@ def normalize_arch(arch: str) -> str:
 def parse_repos(values: Any) -> Tuple[str, ...]:
     repos = tuple(split_list(_as_list(values)))
     for repo in repos:
-        scheme = urlsplit(repo).scheme.lower()
+        try:
+            parts = urlsplit(repo)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+        except ValueError as exc:
+            why = "its port must be a number from 0 to 65535" if "port" in str(exc).lower() else \
+                "its host is not a valid name or address"
+            raise UsageError(f"repository {repo!r} is not a valid URL: {why}",
+                             hint="give --repo as https://host/path, http://host:port/path or file:///path") from None
+        scheme = parts.scheme.lower()
         if scheme not in ALLOWED_REPO_SCHEMES:
             raise UsageError(
                 f"repository {repo!r} is not an http, https or file URL",
                 hint="give --repo as https://host/path, http://host/path or file:///path",
             )
-        parts = urlsplit(repo)
-        if scheme != "file" and not parts.netloc:
+        if scheme != "file" and not parts.hostname:
             raise UsageError(f"repository {repo!r} has no host", hint="give --repo as https://host/path")
         if scheme == "file" and not parts.path.startswith("/"):
             raise UsageError(f"repository {repo!r} is not an absolute file URL",
@@ -162,6 +170,8 @@ def _seconds(option: str, value: Any) -> float:
         raise UsageError(f"{option} expects a number of seconds, got {value!r}") from None
     if not 0 < seconds < float("inf"):  # also refuses nan, which compares false with everything
         raise UsageError(f"{option} must be a positive, finite number of seconds, got {value!r}")
+    if seconds > MAX_SECONDS:  # sockets and timers cannot wait that long; no step of a run should
+        raise UsageError(f"{option} must be at most {MAX_SECONDS:g} seconds (a week), got {value!r}")
     return seconds
 
 

@@ -449,6 +449,10 @@ class LoaderSession(requests.Session):
         self.request_count += 1
         try:
             return self.get(url, stream=True, timeout=self.timeouts, verify=self.verify_setting)
+        except ValueError:  # a Location that no URL parser accepts (urllib3's LocationParseError is one too)
+            raise HttpFailure("invalid URL (a redirect's Location, or the repository URL, cannot be parsed)",
+                              url=redact_url(url),
+                              hint="fix the server's redirect, or point --repo at the final location") from None
         except (requests.RequestException, OSError) as exc:
             if deadline is not None and deadline.passed():
                 failure = self._deadline_failure(url, deadline)

@@ -127,6 +127,10 @@ def redact(text: str) -> str:
     return redact_patterns(text)
 
 
+class OutputClosed(Exception):
+    """Whoever reads stdout or stderr went away (`| head`). Not an OSError, so that click leaves it to main()."""
+
+
 class RedactingWriter:
     """A text stream in front of another: whole lines are redacted before they are written on. A partial line
     waits for its end (or a flush, which progress bars use) so that a secret split over two writes is still seen
@@ -196,8 +200,12 @@ class RedactingWriter:
             if self._pending and not self._json_mode_now():
                 ready, self._pending = self._pending, ""
                 self._emit(ready)
-            with contextlib.suppress(AttributeError, ValueError, OSError):
+            try:
                 self._target.flush()
+            except BrokenPipeError:
+                raise OutputClosed("broken pipe") from None
+            except (AttributeError, ValueError):
+                pass
 
     def close_pending(self) -> None:
         """Write what is left of an unfinished line (at the end of the run)."""
@@ -216,9 +224,12 @@ class RedactingWriter:
         if self._json_mode_now():
             text = "".join(_as_json_line(line) for line in text.splitlines(keepends=True))
         try:
-            self._target.write(text)
-        except UnicodeEncodeError:
-            self._target.write(text.encode(self.encoding, "backslashreplace").decode(self.encoding, "replace"))
+            try:
+                self._target.write(text)
+            except UnicodeEncodeError:
+                self._target.write(text.encode(self.encoding, "backslashreplace").decode(self.encoding, "replace"))
+        except BrokenPipeError:
+            raise OutputClosed("broken pipe") from None
 
 
 def _as_json_line(line: str) -> str:
@@ -246,18 +257,21 @@ def json_line(level: str, message: str, **fields: object) -> str:
 
 
 @contextlib.contextmanager
-def guarded_streams(json_logs: Callable[[], bool] = lambda: False) -> Iterator[Tuple[RedactingWriter,
-                                                                                    RedactingWriter]]:
+def guarded_streams(json_logs: Callable[[], bool] = lambda: False) -> Iterator[Tuple[Optional[TextIO],
+                                                                                    Optional[TextIO]]]:
     """sys.stdout and sys.stderr behind redacting writers for the duration of the block; `json_logs()` says
     whether stderr must be JSON lines (asked at each write: --log-format is parsed after the block starts)."""
     saved = sys.stdout, sys.stderr
-    out = saved[0] if isinstance(saved[0], RedactingWriter) else RedactingWriter(saved[0])
-    err = saved[1] if isinstance(saved[1], RedactingWriter) else RedactingWriter(saved[1], json_lines=json_logs)
+    # A closed stream (the program started with >&-) stays None: click then drops what it would have written.
+    out = saved[0] if saved[0] is None or isinstance(saved[0], RedactingWriter) else RedactingWriter(saved[0])
+    err = saved[1] if saved[1] is None or isinstance(saved[1], RedactingWriter) else \
+        RedactingWriter(saved[1], json_lines=json_logs)
     sys.stdout, sys.stderr = out, err
     try:
         yield out, err
     finally:
         for writer in (out, err):
-            with contextlib.suppress(Exception):
-                writer.close_pending()
+            if isinstance(writer, RedactingWriter):
+                with contextlib.suppress(Exception):
+                    writer.close_pending()
         sys.stdout, sys.stderr = saved
