@@ -257,8 +257,7 @@ def json_line(level: str, message: str, **fields: object) -> str:
 
 
 @contextlib.contextmanager
-def guarded_streams(json_logs: Callable[[], bool] = lambda: False) -> Iterator[Tuple[Optional[TextIO],
-                                                                                    Optional[TextIO]]]:
+def guarded_streams(json_logs: Callable[[], bool] = lambda: False) -> Iterator[None]:
     """sys.stdout and sys.stderr behind redacting writers for the duration of the block; `json_logs()` says
     whether stderr must be JSON lines (asked at each write: --log-format is parsed after the block starts)."""
     saved = sys.stdout, sys.stderr
@@ -268,7 +267,7 @@ def guarded_streams(json_logs: Callable[[], bool] = lambda: False) -> Iterator[T
         RedactingWriter(saved[1], json_lines=json_logs)
     sys.stdout, sys.stderr = out, err
     try:
-        yield out, err
+        yield
     finally:
         for writer in (out, err):
             if isinstance(writer, RedactingWriter):
