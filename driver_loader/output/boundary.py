@@ -28,7 +28,7 @@ from driver_loader.core.redaction import (
 _secrets: Set[str] = set()
 _pattern: Optional[Pattern[str]] = None
 _stale = False
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a signal handler may report while the main thread holds it
 
 # Options and variables whose values are HTTP headers, as `Key: Value` (several separated by commas).
 _HEADER_OPTIONS = ("--http-header", "--http-headers")
