@@ -96,7 +96,6 @@ def test_image_has_python_and_the_build_toolchain(dockerfile):
 DEBIAN_PYTHON_PACKAGES = {
     "requests": ("python3-requests", "2.28.1"),
     "packaging": ("python3-packaging", "23.0"),
-    "distro": ("python3-distro", "1.8.0"),
     "pyelftools": ("python3-pyelftools", "0.29"),
     "click": ("python3-click", "8.1.3"),
     "structlog": ("python3-structlog", "22.3.0"),
@@ -583,6 +582,6 @@ def test_zipapp_is_self_contained(zipapp_file):
         names = archive.namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert {"__main__.py", "driver_loader", "requests", "urllib3", "certifi", "idna", "charset_normalizer", "click",
-            "structlog", "distro", "packaging", "elftools", "yaml"} <= tops
+            "structlog", "packaging", "elftools", "yaml"} <= tops
     assert not [n for n in names if n.endswith((".so", ".pyd"))]  # pure Python: runs on any CPython >= 3.9
     assert not [n for n in names if "__pycache__" in n]

@@ -8,23 +8,21 @@ links to /dev/zero or a FIFO cannot hang us.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import posixpath
-import re
 import stat
 from typing import Dict, Optional, Tuple
 
 from driver_loader.core.distros import MARKERS, VERSION_FILE
 from driver_loader.core.distros.base import HostFacts
 from driver_loader.core.errors import UsageError
+from driver_loader.core.os_release import parse_os_release as parse_os_release_text
 from driver_loader.core.settings import Settings, normalize_arch
 from driver_loader.output.log import get_logger
 from driver_loader.system.files import NotRegularFile, UnreadableFile, open_regular, read_fd
 
 READ_LIMIT = 64 * 1024
 _MAX_SYMLINKS = 40
-_SPACED_ASSIGNMENT = re.compile(r"^[ \t]*([A-Za-z_][A-Za-z0-9_]*)[ \t]*=[ \t]*", re.MULTILINE)
 
 log = get_logger()
 
@@ -96,21 +94,13 @@ def is_host_regular_file(host_root: str, relpath: str) -> bool:
 
 
 def parse_os_release(content: bytes) -> Dict[str, str]:
-    """os-release fields (keys upper-cased), parsed by python-distro. Spaces around '=' (seen in falcoctl's tests)
-    are tolerated, and bytes that are not UTF-8 become U+FFFD so they can never pass the naming checks."""
-    from distro import LinuxDistribution
-
+    """os-release fields (keys upper-cased), by core.os_release's parser. Bytes that are not UTF-8 (and NULs)
+    become U+FFFD so they can never pass the naming checks; lines that cannot be read are skipped with a warning."""
     text = content.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-    text = _SPACED_ASSIGNMENT.sub(r"\1=", text)
-    try:
-        return {
-            k.upper(): v
-            for k, v in LinuxDistribution._parse_os_release_content(io.StringIO(text)).items()
-            if isinstance(v, str)
-        }
-    except ValueError as exc:  # shlex: unbalanced quotes
-        log.warning("os-release could not be parsed", error=str(exc))
-        return {}
+    parsed = parse_os_release_text(text)
+    if parsed.problems:
+        log.warning("os-release has lines that could not be read; they were skipped", problems=list(parsed.problems))
+    return parsed.fields
 
 
 def kernel_facts(settings: Settings) -> Tuple[str, str, str]:
