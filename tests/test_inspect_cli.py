@@ -200,3 +200,36 @@ def test_a_named_kernel_still_fails_on_what_the_files_say(tmp_path, machine):
     assert isinstance(result.exception, VerificationError), result.output
     assert "FAIL vermagic" in result.output
     assert "FAIL modules_unsupported" not in result.output
+
+
+def _falco_requires(monkeypatch, api="8.0.0", schema="3.5.0"):
+    """A Falco on this host whose `falco --version` says which driver API and schema it requires."""
+    from driver_loader.host import version_source
+
+    monkeypatch.setattr(version_source, "_falco_versions", lambda _binary: {
+        "default_driver_version": "8.0.0+driver", "driver_api_version": api, "driver_schema_version": schema})
+
+
+def test_a_module_whose_api_major_falco_refuses_does_not_fit(tmp_path, machine, monkeypatch):
+    root = machine()
+    _falco_requires(monkeypatch)
+    result = inspect(root, make_kmod(tmp_path, vermagic=VERMAGIC, api_version="9.0.3", schema_version="3.5.0"))
+
+    assert isinstance(result.exception, VerificationError), result.output
+    assert result.exception.exit_code == ExitCode.VERIFICATION
+    assert "api version 9.0.3 does not satisfy Falco's 8.0.0 (same major, minor.patch >=)" in result.output
+
+
+def test_the_probe_needs_falcos_schema_minor_but_the_module_does_not(tmp_path, machine, monkeypatch):
+    root = machine()
+    _falco_requires(monkeypatch)
+    probe = make_bpf_probe(tmp_path, kernel_version=RELEASE, api=(8, 0, 3), schema=(3, 6, 0))
+    refused = inspect(root, probe)
+    assert isinstance(refused.exception, VerificationError), refused.output
+    assert refused.exception.exit_code == ExitCode.VERIFICATION
+    assert "schema version 3.6.0 does not satisfy Falco's 3.5.0 (same major and minor, patch >=)" in refused.output
+
+    module = make_kmod(tmp_path, vermagic=VERMAGIC, api_version="8.0.3", schema_version="3.6.0")
+    accepted = inspect(root, module)
+    assert accepted.exit_code == 0, accepted.output
+    assert "schema version 3.6.0 satisfies 3.5.0" in accepted.output

@@ -635,3 +635,13 @@ def test_a_refused_download_is_the_cause_named_first_when_the_build_cannot_run_e
     assert caught.value.exit_code == ExitCode.VERIFICATION
     assert caught.value.hint.startswith("the repository served another file")
     assert "to build locally instead: install the falco package" in caught.value.hint
+
+
+def test_dry_run_names_the_api_and_schema_falco_requires(world, monkeypatch):
+    from driver_loader.host import version_source
+
+    monkeypatch.setattr(version_source, "_falco_versions", lambda _binary: {
+        "default_driver_version": "8.0.0+driver", "driver_api_version": "8.0.0", "driver_schema_version": "3.5.0"})
+    text = "\n".join(dry_run(world.settings(dry_run=True, driver_version=None), world.edges()).steps)
+    assert "run the pre-load checks (the api version must satisfy Falco's 8.0.0 (same major, minor.patch >=); " \
+           "the schema version must satisfy Falco's 3.5.0 (same major, minor.patch >=))" in text

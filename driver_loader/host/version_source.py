@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 from driver_loader.core.errors import UsageError
 from driver_loader.core.plan import DriverRequirement
@@ -44,6 +44,13 @@ def resolve_requirement(settings: Settings, *, falco_binary: Optional[str] = Non
         ],
         hint="pass --driver-version (e.g. 8.0.0+driver), set FALCOCTL_DRIVER_VERSION, or install Falco",
     )
+
+
+def falco_interface_versions(falco_binary: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
+    """The driver API and schema versions Falco requires, as `falco --version` reports them; (None, None) when no
+    Falco answers."""
+    falco = _falco_versions(falco_binary) or {}
+    return _str_or_none(falco.get("driver_api_version")), _str_or_none(falco.get("driver_schema_version"))
 
 
 def _str_or_none(value) -> Optional[str]:

@@ -162,18 +162,33 @@ def dry_run(settings: Settings, edges: Optional[Edges] = None) -> DryRun:
              for j in acquisition.cache if not j.decision.usable]
     steps += [_describe_step(step, plan, settings, modern) for step in acquisition.steps]
     if not acquisition.done_without_artifact and StepKind.FAIL not in acquisition.kinds():
+        checks = f"run the pre-load checks{_falco_minimums(plan)}"
         if plan.driver_type is DriverType.KMOD:
-            steps.append(f"run the pre-load checks, then load it with finit_module and confirm "
+            steps.append(f"{checks}, then load it with finit_module and confirm "
                          f"/sys/module/{settings.kernel_module_name}/version")
             if settings.persist:
                 steps.append(f"install it as /lib/modules/{plan.kernel_release}/extra/"
                              f"{settings.kernel_module_name}.ko and run depmod")
         else:
             link = probe_link_path(settings.cache_dir, settings.driver_name)
-            steps.append(f"run the pre-load checks, then point {link} to it")
+            steps.append(f"{checks}, then point {link} to it")
     if StepKind.FAIL in acquisition.kinds():
         return DryRun(plan, tuple(steps))
     return DryRun(plan, (*steps, tell_falco))
+
+
+def _falco_minimums(plan: Plan) -> str:
+    """The API/schema rules the pre-load checks hold the artifact to, when Falco told us its minimums."""
+    rules = []
+    for label, version, exact_minor in (
+        ("api version", plan.requirement.api_version, False),
+        # The legacy probe's schema rule is stricter (core/checks.py).
+        ("schema version", plan.requirement.schema_version, plan.driver_type is DriverType.EBPF),
+    ):
+        if version:
+            rule = "same major and minor, patch >=" if exact_minor else "same major, minor.patch >="
+            rules.append(f"the {label} must satisfy Falco's {version} ({rule})")
+    return f" ({'; '.join(rules)})" if rules else ""
 
 
 def _describe_step(step: Step, plan: Plan, settings: Settings, modern: Optional[ModernEbpfSupport]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import click
 
@@ -26,6 +26,31 @@ def apply_options(options: list, func: Callable) -> Callable:
     return func
 
 
+class SharedOption:
+    """One shared click option, defined once: a decorator like `click.option(...)` that also knows its parameter
+    name, so a command can take one option of a group (`shared("falco_config_dir")`), with its own help text if the
+    flag means something narrower there."""
+
+    def __init__(self, *decls: str, **attrs: Any) -> None:
+        self.decls = decls
+        self.attrs = attrs
+
+    @property
+    def name(self) -> str:
+        """The parameter name click gives it: the identifier given, else the first long flag."""
+        for decl in self.decls:
+            if decl.isidentifier():
+                return decl
+        first = next(d for d in self.decls if d.startswith("--"))
+        return first.split("/", 1)[0][2:].replace("-", "_")
+
+    def with_help(self, text: str) -> SharedOption:
+        return SharedOption(*self.decls, **{**self.attrs, "help": text})
+
+    def __call__(self, func: Callable) -> Callable:
+        return click.option(*self.decls, **self.attrs)(func)
+
+
 def _log_format_cb(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     logging_setup.setup(log_format=value)
     return value
@@ -37,71 +62,71 @@ def _log_level_cb(ctx: click.Context, param: click.Parameter, value: Any) -> Any
 
 
 LOG_OPTIONS = [
-    click.option("--log-format", type=LOG_FORMATS, default=None, expose_value=False, is_eager=True,
+    SharedOption("--log-format", type=LOG_FORMATS, default=None, expose_value=False, is_eager=True,
                  callback=_log_format_cb, help="auto (colour on a TTY), text or json. Logs go to stderr."),
-    click.option("--log-level", type=LOG_LEVELS, default=None, expose_value=False, is_eager=True,
+    SharedOption("--log-level", type=LOG_LEVELS, default=None, expose_value=False, is_eager=True,
                  callback=_log_level_cb, help="trace, debug, info, warn or error (default info)."),
 ]
 
 RESOLUTION_OPTIONS = [
-    click.option("--host-root", default=None, help="Where the host's / is mounted (default /, or HOST_ROOT)."),
-    click.option("--kernel-release", "--kernelrelease", "kernel_release", default=None,
+    SharedOption("--host-root", default=None, help="Where the host's / is mounted (default /, or HOST_ROOT)."),
+    SharedOption("--kernel-release", "--kernelrelease", "kernel_release", default=None,
                  help="Kernel release to target instead of `uname -r`."),
-    click.option("--kernel-version", "--kernelversion", "kernel_version", default=None,
+    SharedOption("--kernel-version", "--kernelversion", "kernel_version", default=None,
                  help="Kernel version to target instead of `uname -v`."),
-    click.option("--arch", default=None, help="x86_64 or aarch64 (amd64/arm64 accepted) instead of `uname -m`."),
-    click.option("--type", "driver_types", multiple=True, default=None,
+    SharedOption("--arch", default=None, help="x86_64 or aarch64 (amd64/arm64 accepted) instead of `uname -m`."),
+    SharedOption("--type", "driver_types", multiple=True, default=None,
                  help="Driver types in priority order: kmod, ebpf, modern_ebpf, auto. Repeatable or comma-separated."),
-    click.option("--driver-version", "--version", "driver_version", default=None,
+    SharedOption("--driver-version", "--version", "driver_version", default=None,
                  help="Driver version, e.g. 8.0.0+driver (default: from Falco or /usr/src)."),
-    click.option("--name", "driver_name", default=None, help="Driver name (default falco)."),
-    click.option("--repo", "repos", multiple=True, default=None,
+    SharedOption("--name", "driver_name", default=None, help="Driver name (default falco)."),
+    SharedOption("--repo", "repos", multiple=True, default=None,
                  help="Repository base URL (http, https, file). Repeatable; tried in order."),
-    click.option("--cache-dir", default=None, help="Artifact cache directory (default $HOME/.falco)."),
-    click.option("--config", "config_path", default=None,
+    SharedOption("--cache-dir", default=None, help="Artifact cache directory (default $HOME/.falco)."),
+    SharedOption("--config", "config_path", default=None,
                  help=f"falcoctl config file to read driver.* settings from (default {DEFAULT_CONFIG_PATH})."),
-    click.option("--output", type=click.Choice(["text", "json"]), default=None, help="Result format on stdout."),
+    SharedOption("--output", type=click.Choice(["text", "json"]), default=None, help="Result format on stdout."),
 ]
 
 FETCH_OPTIONS = [
-    click.option("--http-timeout", type=float, default=None,
+    SharedOption("--http-timeout", type=float, default=None,
                  help=f"Connect and read timeout in seconds (default {HttpOptions.timeout:g})."),
-    click.option("--http-retries", type=int, default=None,
+    SharedOption("--http-retries", type=int, default=None,
                  help=f"Retries on connection errors, 429, 5xx (default {HttpOptions.retries})."),
-    click.option("--download-timeout", type=float, default=None,
+    SharedOption("--download-timeout", type=float, default=None,
                  help=f"Seconds one download may take in all: connecting, retries, headers and body (default "
                       f"{HttpOptions.download_timeout:g}; env FALCOCTL_DRIVER_DOWNLOAD_TIMEOUT)."),
-    click.option("--http-header", "http_headers", multiple=True, default=None,
+    SharedOption("--http-header", "http_headers", multiple=True, default=None,
                  help="Extra request header 'Key: Value'. Repeatable."),
-    click.option("--http-headers", "http_headers_csv", default=None, hidden=True,
+    SharedOption("--http-headers", "http_headers_csv", default=None, hidden=True,
                  help="falcoctl spelling: comma-separated 'Key: Value' list."),
-    click.option("--http-insecure", is_flag=True, default=None, help="Skip TLS verification (explicit opt-in)."),
-    click.option("--ca-bundle", default=None, help="CA bundle for TLS verification."),
-    click.option("--max-size", type=int, default=None, help="Largest artifact accepted, in bytes (default 512 MiB)."),
-    click.option("--sha256", default=None, help="Expected SHA-256 of the artifact (pinned)."),
-    click.option("--checksums", default=None, help="A sha256sum-format file with pinned checksums."),
-    click.option("--verify", type=click.Choice(["auto", "strict", "off"]), default=None,
+    SharedOption("--http-insecure", is_flag=True, default=None, help="Skip TLS verification (explicit opt-in)."),
+    SharedOption("--ca-bundle", default=None, help="CA bundle for TLS verification."),
+    SharedOption("--max-size", type=int, default=None, help="Largest artifact accepted, in bytes (default 512 MiB)."),
+    SharedOption("--sha256", default=None, help="Expected SHA-256 of the artifact (pinned)."),
+    SharedOption("--checksums", default=None, help="A sha256sum-format file with pinned checksums."),
+    SharedOption("--verify", type=click.Choice(["auto", "strict", "off"]), default=None,
                  help="auto: verify when a checksum exists; strict: require one; off."),
-    click.option("--version-fallback/--no-version-fallback", default=None,
+    SharedOption("--version-fallback/--no-version-fallback", default=None,
                  help="Look for other versions in the compatible range when the default has no artifact."),
 ]
 
 BUILD_OPTIONS = [
-    click.option("--build-timeout", type=float, default=None,
+    SharedOption("--build-timeout", type=float, default=None,
                  help="Seconds per build attempt, DKMS or make (default 900; env FALCOCTL_DRIVER_BUILD_TIMEOUT)."),
-    click.option("--tool-timeout", type=float, default=None,
+    SharedOption("--tool-timeout", type=float, default=None,
                  help="Seconds for depmod and dkms status/remove (default 600; env FALCOCTL_DRIVER_TOOL_TIMEOUT)."),
 ]
 
 INSTALL_OPTIONS = [
-    click.option("--download/--no-download", default=None, help="Try prebuilt downloads (default on)."),
-    click.option("--compile/--no-compile", default=None, help="Try a local build (default on)."),
-    click.option("--dry-run", is_flag=True, default=None, help="Print the plan and change nothing."),
-    click.option("--persist", is_flag=True, default=None,
+    SharedOption("--download/--no-download", default=None, help="Try prebuilt downloads (default on)."),
+    SharedOption("--compile/--no-compile", default=None, help="Try a local build (default on)."),
+    SharedOption("--dry-run", is_flag=True, default=None, help="Print the plan and change nothing."),
+    SharedOption("--persist", is_flag=True, default=None,
                  help="Also install into /lib/modules/<release>/extra and run depmod."),
-    click.option("--unload-retries", type=int, default=None, help="Unload attempts while the module is busy."),
-    click.option("--falco-config-dir", default=None, help="Falco config dir for config.d (default /etc/falco)."),
-    click.option("--update-falco/--no-update-falco", default=None,
+    SharedOption("--unload-retries", type=int, default=None, help="Unload attempts while the module is busy."),
+    SharedOption("--falco-config-dir", default=None, help="Falco config dir for config.d (default /etc/falco)."),
+    SharedOption("--update-falco/--no-update-falco", default=None,
                  help="Write config.d/engine-kind-falcoctl.yaml for Falco (default on)."),
 ]
 
@@ -124,6 +149,15 @@ def build_options(func: Callable) -> Callable:
 
 def install_options(func: Callable) -> Callable:
     return apply_options(INSTALL_OPTIONS, func)
+
+
+def shared(name: str, *, help: Optional[str] = None) -> SharedOption:
+    """The shared option whose parameter is `name` (e.g. "kernel_release"), for commands that take some options of
+    a group and not the others; `help` rewords it for that command without changing the flag."""
+    for option in LOG_OPTIONS + RESOLUTION_OPTIONS + FETCH_OPTIONS + BUILD_OPTIONS + INSTALL_OPTIONS:
+        if option.name == name:
+            return option.with_help(help) if help is not None else option
+    raise KeyError(f"no shared option {name!r}")
 
 
 def home_dir() -> str:

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 import click
 
-from driver_loader.cli.commands._options import resolution_options, settings_from_flags
+from driver_loader.cli.commands._options import resolution_options, settings_from_flags, shared
 from driver_loader.core.errors import LoaderError
 from driver_loader.core.settings import Settings
 from driver_loader.falco.config import remove_engine_config
@@ -107,12 +107,11 @@ def _clean_cache(settings: Settings, cache: Optional[Any], step) -> List[str]:
 
 @click.command("cleanup")
 @resolution_options
-@click.option("--tool-timeout", type=float, default=None,
-              help="Seconds for depmod and dkms status/remove (default 600; env FALCOCTL_DRIVER_TOOL_TIMEOUT).")
+@shared("tool_timeout")
 @click.option("--cache", "clean_cache", is_flag=True, default=False,
               help="Also remove this driver's cached artifacts.")
-@click.option("--unload-retries", type=int, default=None, help="Unload attempts while the module is busy.")
-@click.option("--falco-config-dir", default=None, help="Falco config dir whose config.d file to remove.")
+@shared("unload_retries")
+@shared("falco_config_dir", help="Falco config dir whose config.d file to remove.")
 def command(clean_cache: bool, **flags) -> None:
     """Unload the module and remove what install left: DKMS state, the persisted module, the eBPF probe link,
     Falco's config.d file, and with --cache the cached artifacts."""

@@ -21,6 +21,7 @@ from driver_loader.core.errors import VerificationError
 from driver_loader.core.kernel import RunningKernel
 from driver_loader.core.versions import CompatibleRange, compatible_range
 from driver_loader.host.root import kernel_facts
+from driver_loader.host.version_source import falco_interface_versions
 from driver_loader.pipeline.verify import read_judged_kernel, running_release
 
 # Where the running kernel's /proc and /sys are; a seam for tests.
@@ -29,14 +30,12 @@ SYS_ROOT = "/sys"
 
 _OPTIONS = [
     click.argument("file", type=click.Path(exists=True, dir_okay=False)),
-    click.option("--output", type=click.Choice(["text", "json"]), default=None, help="Report format on stdout."),
-    click.option("--kernel-release", "--kernelrelease", "kernel_release", default=None,
-                 help="Check against this kernel release instead of `uname -r`."),
-    click.option("--arch", default=None, help="x86_64 or aarch64 (amd64/arm64 accepted) instead of `uname -m`."),
-    click.option("--driver-version", "--version", "driver_version", default=None,
-                 help="Also check that the artifact is within the range this driver version accepts."),
-    click.option("--host-root", default=None,
-                 help="Where the host's / is mounted, to find /lib/modules and /boot (default /)."),
+    _options.shared("output", help="Report format on stdout."),
+    _options.shared("kernel_release", help="Check against this kernel release instead of `uname -r`."),
+    _options.shared("arch"),
+    _options.shared("driver_version",
+                    help="Also check that the artifact is within the range this driver version accepts."),
+    _options.shared("host_root", help="Where the host's / is mounted, to find /lib/modules and /boot (default /)."),
     *LOG_OPTIONS,
 ]
 
@@ -178,7 +177,10 @@ def command(file: str, **flags) -> None:
         if settings.driver_version
         else None
     )
-    findings = check_artifact(info, kernel, driver_type=driver_type, compatible=compatible)
+    # Falco's own minimums when a Falco here reports them: libscap refuses a driver outside them.
+    required_api, required_schema = falco_interface_versions()
+    findings = check_artifact(info, kernel, driver_type=driver_type, compatible=compatible,
+                              required_api=required_api, required_schema=required_schema)
     report = build_report(file, hashlib.sha256(raw).hexdigest(), info, kernel, findings, compatible)
     if settings.output == "json":
         click.echo(json.dumps(report, indent=2))

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 import click
 
-from driver_loader.cli.commands._options import resolution_options, settings_from_flags
+from driver_loader.cli.commands._options import resolution_options, settings_from_flags, shared
 from driver_loader.core.errors import LoaderError
 from driver_loader.core.settings import Settings
 from driver_loader.core.versions import compatible_range
@@ -104,7 +104,7 @@ def status_text(report: dict) -> str:
 
 @click.command("status")
 @resolution_options
-@click.option("--falco-config-dir", default=None, help="Falco config dir to report on (default /etc/falco).")
+@shared("falco_config_dir", help="Falco config dir to report on (default /etc/falco).")
 def command(**flags) -> None:
     """Show the loaded driver, modern_ebpf support, the eBPF probe link, the cache and Falco's driver config."""
     settings = settings_from_flags(flags)
