@@ -114,6 +114,27 @@ def test_a_checksums_file_that_is_not_a_regular_file_is_exit_2_and_leaves_nothin
     assert files_below(download.cache) == []
 
 
+def test_a_falco_that_answers_deeply_nested_json_is_no_version_source(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    answer = tmp_path / "answer.json"
+    answer.write_text('{"driver_api_version": ' + nested_json(100_000) + "}\n")
+    falco = bin_dir / "falco"
+    falco.write_text(f"#!/bin/sh\ncat {answer}\n")
+    falco.chmod(0o755)
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "os-release").write_text("ID=debian\n")
+    env_path = f"{bin_dir}:/usr/bin:/bin"
+    result = subprocess.run(
+        [sys.executable, "-m", "driver_loader", "printenv", "--host-root", str(host), "--kernel-release", "6.1.0",
+         "--type", "kmod", "--config", os.devnull, "--log-format", "text"],
+        capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path / "home"), "PATH": env_path})
+    assert_one_line_failure(result, 2, "no driver version")
+    assert "falco --version printed no JSON" in result.stderr
+
+
 # -- hostile version indexes -----------------------------------------------------------------------------------------
 
 

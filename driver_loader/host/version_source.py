@@ -58,8 +58,7 @@ def _str_or_none(value) -> Optional[str]:
 
 
 def _falco_versions(falco_binary: Optional[str]) -> Optional[dict]:
-    import json
-
+    from driver_loader.system.documents import load_json
     from driver_loader.system.runner import CommandRunner
 
     runner = CommandRunner()
@@ -75,8 +74,8 @@ def _falco_versions(falco_binary: Optional[str]) -> Optional[dict]:
         line = line.strip()
         if line.startswith("{"):
             try:
-                doc = json.loads(line)
-            except ValueError:
+                doc = load_json(line)
+            except ValueError:  # not JSON, or nested deeper than any real answer
                 continue
             if isinstance(doc, dict):
                 return doc
