@@ -64,7 +64,32 @@ def test_secret_values_cover_credential_headers_by_name():
 
 
 def test_url_secrets_split_as_a_url_parser_would():
-    assert {"u", "p@ss", "u:p@ss", "abcdefghij"} <= set(url_secrets("https://u:p@ss@host/x?tok=abcdefghij&n=1"))
+    assert {"p@ss", "u:p@ss", "abcdefghij"} <= set(url_secrets("https://u:p@ss@host/x?tok=abcdefghij&n=1"))
+
+
+def test_a_user_name_beside_a_password_is_not_hunted_in_free_text():
+    # Redacting "falco" everywhere would turn DRIVER_NAME="falco" into "****"; the URL patterns hide it in URLs.
+    assert "falco" not in url_secrets("https://falco:S3cretPass@mirror/d")
+    assert "T0kenAsUser" in url_secrets("https://T0kenAsUser@mirror/d")  # a lone userinfo is a token
+    assert "ghp_0123456789abcdef" in url_secrets("https://ghp_0123456789abcdef:x-oauth-basic@mirror/d")
+
+
+def test_printenv_keeps_the_driver_name_when_a_repository_user_has_the_same_name(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "host"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text("ID=debian\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "driver_loader", "printenv", "--host-root", str(root), "--kernel-release",
+         "6.1.0-13-amd64", "--kernel-version", "#1 SMP Debian 6.1.55-1", "--driver-version", "8.0.0+driver",
+         "--type", "kmod", "--config", os.devnull, "--repo", "https://falco:S3cretPass@mirror/d"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert 'DRIVER_NAME="falco"' in result.stdout
+    assert "S3cretPass" not in result.stdout + result.stderr
     assert "1" not in url_secrets("https://host/x?n=1")  # short query values are left to the URL patterns
 
 

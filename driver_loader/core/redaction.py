@@ -141,9 +141,14 @@ def secret_values(headers: Iterable[Tuple[str, str]], urls: Iterable[str]) -> Tu
     return tuple(dict.fromkeys(v for v in (s.strip() for s in found) if len(v) >= MIN_SECRET_LENGTH))
 
 
+# A user name this long, beside a password, is taken for a token.
+_MIN_TOKEN_USER_LENGTH = 12
+
+
 def url_secrets(url: str) -> List[str]:
-    """The credentials a URL carries: its userinfo's user and password (raw and percent-decoded; everything up
-    to the last '@' before the path counts, as a URL parser would split it) and its long query values."""
+    """The credentials a URL carries: its userinfo's password, or the whole userinfo when it has no password (raw
+    and percent-decoded; everything up to the last '@' before the path counts, as a URL parser would split it) and
+    its long query values."""
     found: List[str] = []
     scheme_end = url.find("://")
     if scheme_end < 0:
@@ -152,7 +157,14 @@ def url_secrets(url: str) -> List[str]:
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     userinfo = authority.rpartition("@")[0]
     if userinfo:
-        for part in (userinfo, *userinfo.split(":", 1)):
+        user, colon, password = userinfo.partition(":")
+        # `user:password`: the password is the secret. A short user name ("falco", "admin") is redacted where it is
+        # part of a URL but not hunted for in free text, where it would mangle every line; a long one is taken for a
+        # token (`https://<token>:x-oauth-basic@host`). A lone userinfo (`https://<token>@host`) is a token too.
+        parts = [userinfo, password] if colon else [userinfo]
+        if colon and len(unquote(user)) >= _MIN_TOKEN_USER_LENGTH:
+            parts.append(user)
+        for part in parts:
             found.extend(p for p in (part, unquote(part)) if p)
     try:
         query = urlsplit(url).query
