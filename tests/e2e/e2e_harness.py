@@ -47,6 +47,10 @@ PACKAGES = (
     "gcc",
     "make",
     "python3-venv",
+    # The image_kmod scenario's image (tests/image_harness.py): buildah, and mmdebstrap for its base where no
+    # registry is reachable.
+    "buildah",
+    "mmdebstrap",
 )
 KERNEL_METAPACKAGE = "linux-image-amd64"
 SCAP_PACKAGE = "falcosecurity-scap-dkms"
@@ -420,7 +424,22 @@ def parse_results(text: str) -> Dict[str, ScenarioResult]:
     return results
 
 
-def guest_config(kernel: Kernel, drivers: DriverSet, pycache: Path) -> dict:
+def prepare_image(work: Path) -> dict:
+    """For the image_kmod scenario: the loader image built (or reused) by tests/image_harness.py, its root exported
+    where the guest sees it, and its environment and entrypoint; or why there is none."""
+    sys.path.insert(0, str(CHECKOUT / "tests"))
+    import image_harness
+
+    try:
+        image = image_harness.ensure_image()
+        root = image_harness.export_root(image, work / "image")
+    except (image_harness.ImageUnavailable, image_harness.ImageSetupError) as exc:
+        say(f"no image for the image_kmod scenario: {exc}")
+        return {"error": str(exc)}
+    return {"ref": image.ref, "root": str(root), "env": list(image.env), "entrypoint": list(image.entrypoint)}
+
+
+def guest_config(kernel: Kernel, drivers: DriverSet, pycache: Path, image: Optional[dict] = None) -> dict:
     return {
         "checkout": str(CHECKOUT),
         "python": sys.executable,
@@ -431,6 +450,7 @@ def guest_config(kernel: Kernel, drivers: DriverSet, pycache: Path) -> dict:
         "sources": {version: str(path) for version, path in drivers.sources.items()},
         "installed_sources_version": INSTALLED_SOURCES_VERSION,
         "pycache_prefix": str(pycache),
+        "image": image,
     }
 
 
@@ -442,7 +462,8 @@ def boot_guest(work: Path, kernel: Kernel, drivers: DriverSet, scenarios: Sequen
     # Bytecode the guest compiles is kept on the host: compiling every module again costs a minute under TCG.
     pycache = work / "guest-pycache"
     pycache.mkdir(exist_ok=True)
-    config_path.write_text(json.dumps(guest_config(kernel, drivers, pycache), indent=2))
+    image = prepare_image(work) if "image_kmod" in scenarios else None
+    config_path.write_text(json.dumps(guest_config(kernel, drivers, pycache, image), indent=2))
     command = " ".join([sys.executable, str(GUEST_SCRIPT), str(config_path), *scenarios])
     run: Optional[GuestRun] = None
     for accel in choose_accels():
