@@ -20,6 +20,7 @@ from driver_loader.core.plan import Plan
 from driver_loader.core.policy import STRICT_HINT, AcquisitionPlan, StepKind, nothing_usable_exit_code
 from driver_loader.core.settings import Settings
 
+
 class CheckStatus(str, enum.Enum):
     PASS = "pass"
     WARN = "warn"  # install would work around it, or it may bite later

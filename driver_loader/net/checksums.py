@@ -17,16 +17,18 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from driver_loader.core.errors import UsageError, VerificationError
+from driver_loader.core.policy import Evidence, Pin
 from driver_loader.core.redaction import redact_url
 from driver_loader.core.settings import VerifyOptions
 from driver_loader.system.files import UnreadableFile, read_regular_file
 
-VERIFIED_PINNED = "sha256-pinned"
-VERIFIED_SIDECAR = "sha256-sidecar"
-VERIFIED_SUMS = "sha256sums"
-UNVERIFIED_RECORDED = "none (recorded digest)"
-UNVERIFIED_POLICY_OFF = "none (verification off)"
-LOCAL_BUILD = "local-build"
+# The cache metadata's `verified_by` strings; the policy owns what each one is worth.
+VERIFIED_PINNED = Evidence.PINNED.value
+VERIFIED_SIDECAR = Evidence.SIDECAR.value
+VERIFIED_SUMS = Evidence.SUMS.value
+UNVERIFIED_RECORDED = Evidence.RECORDED.value
+UNVERIFIED_POLICY_OFF = Evidence.UNCHECKED.value
+LOCAL_BUILD = Evidence.LOCAL_BUILD.value
 
 # A --checksums file is read whole; SHA256SUMS and sidecars fetched from a repository are bounded by the session.
 CHECKSUMS_FILE_LIMIT = 32 * 1024 * 1024
@@ -139,6 +141,11 @@ class ChecksumResolver:
             if digest:
                 return Expectation(digest, f"checksums file {self.verify.checksums_file}", VERIFIED_PINNED)
         return None
+
+    def pin(self, location: str) -> Optional[Pin]:
+        """The operator's pin for the artifact at `location` (`<version>/<arch>/<file>` or a URL's path)."""
+        pinned = self.pinned(location)
+        return Pin(pinned.sha256, pinned.source) if pinned else None
 
     def expectation_for(self, url: str) -> Optional[Expectation]:
         """The expected digest of the artifact at `url`, or None when nobody publishes one. A checksum document

@@ -16,15 +16,18 @@ from driver_loader.artifacts.cache import ArtifactCache, ArtifactTooLarge, Cache
 from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
 from driver_loader.core.naming import Candidate, repo_prefix
 from driver_loader.core.plan import Plan
+from driver_loader.core.policy import (
+    ChecksumRecord,
+    Evidence,
+    VerifyPolicy,
+    checksum_decision,
+    checksum_required_before_download,
+)
 from driver_loader.core.redaction import redact_url
 from driver_loader.core.settings import Settings
 from driver_loader.net.checksums import (
-    LOCAL_BUILD,
     UNVERIFIED_POLICY_OFF,
     UNVERIFIED_RECORDED,
-    VERIFIED_PINNED,
-    VERIFIED_SIDECAR,
-    VERIFIED_SUMS,
     ChecksumResolver,
     Expectation,
 )
@@ -42,7 +45,6 @@ NOT_FOUND, TRANSPORT, VERIFICATION, REJECTED = "not found", "transport", "verifi
 UNREACHABLE = "unreachable"  # no connection at all: DNS, refused, unreachable, connect timeout
 NETWORK_ADVICE = ("check the node's network, DNS and proxy (HTTPS_PROXY, NO_PROXY; --log-level debug shows the "
                   "proxy used), or point --repo at a mirror the node can reach")
-_CHECKED_BY_A_PUBLISHED_DIGEST = (VERIFIED_PINNED, VERIFIED_SIDECAR, VERIFIED_SUMS, LOCAL_BUILD)
 
 # The version fallback tries at most this many other versions, highest (nearest the default's major) first: each
 # costs a few requests per candidate and repository, and an index may list thousands.
@@ -217,18 +219,15 @@ class _Fetcher:
         return None
 
     def _reusable(self, entry: CacheEntry, location: str) -> Optional[str]:
-        """How the cached entry counts as verified under the current policy, or None to download again."""
-        pinned = self.checksums.pinned(location)
-        if pinned is not None:
-            if entry.sha256 != pinned.sha256:
-                log.info("cached artifact does not match the pinned digest; downloading again", path=entry.path)
-                return None
-            return VERIFIED_PINNED
-        if self.settings.verify.policy == "strict" and entry.verified_by not in _CHECKED_BY_A_PUBLISHED_DIGEST:
-            log.info("cached artifact was never checked against a published digest, which --verify strict "
-                     "requires; downloading again", path=entry.path, verified_by=entry.verified_by)
+        """How the cached entry counts as verified under the current policy, or None to download again. The
+        policy decides; the same question is asked by install, --dry-run and doctor."""
+        record = ChecksumRecord(entry.sha256, Evidence.parse(entry.verified_by) or Evidence.RECORDED)
+        decision = checksum_decision(record, policy=VerifyPolicy(self.settings.verify.policy),
+                                     pin=self.checksums.pin(location))
+        if not decision.usable:
+            log.info("not reusing the cached artifact; downloading again", path=entry.path, reason=decision.reason)
             return None
-        return entry.verified_by
+        return str(decision.evidence)
 
     def _download(self, url: str, candidate: Candidate) -> Optional[CacheEntry]:
         # One deadline for the URL: its checksum documents, the body and any transfer tried again.
@@ -270,12 +269,9 @@ class _Fetcher:
         # The checksum comes first: holding the artifact's response open while asking for its sidecar needs two
         # connections per loader, which deadlocks a fleet against a server that caps its concurrent requests.
         expectation = self.checksums.expectation_for(url)
-        if expectation is None and policy == "strict":
-            raise VerificationError(
-                f"no checksum is published for {candidate.filename} and --verify strict requires one",
-                hint="pin it with --sha256 or --checksums, publish a .sha256 sidecar or SHA256SUMS, "
-                     "or use --verify auto",
-            )
+        refusal = checksum_required_before_download(VerifyPolicy(policy), None, published=expectation is not None)
+        if refusal is not None:
+            raise VerificationError(f"{candidate.filename}: {refusal.reason}", hint=refusal.hint)
         with self.session.get_stream(url) as response:
             try:
                 entry = self.cache.stream_into(
