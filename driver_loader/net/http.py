@@ -612,7 +612,9 @@ def _describe_error(exc: BaseException) -> str:
         code = getattr(tls, "reason", None)
         return f"the TLS handshake failed ({code})" if isinstance(code, str) and code.isupper() else \
             "the TLS handshake failed"
-    if first(u3.NameResolutionError, socket.gaierror) is not None:
+    # urllib3 2 wraps a failed lookup in NameResolutionError; urllib3 1.26 (requests 2.28 takes either) has no such
+    # class and leaves the socket.gaierror in the chain.
+    if first(getattr(u3, "NameResolutionError", socket.gaierror), socket.gaierror) is not None:
         return "the host name could not be resolved"
     known = (  # most specific first: RemoteDisconnected is also a ConnectionResetError and a BadStatusLine
         (http.client.RemoteDisconnected, "the server closed the connection without answering"),
