@@ -15,6 +15,7 @@ one (a library's warning, say) is wrapped into {"timestamp", "level", "msg"}.
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import threading
 from typing import Callable, Iterable, Iterator, List, Mapping, Optional, Pattern, Sequence, Set, TextIO, Tuple
@@ -256,15 +257,24 @@ def json_line(level: str, message: str, **fields: object) -> str:
     return json.dumps({"timestamp": stamp, "level": level, "msg": message, **fields}) + "\n"
 
 
+class _Discarded(io.TextIOBase):
+    """Stands in for a standard stream the program started without: click 8.1.3 (Debian 12's) writes to a None
+    sys.stdout and fails, and so would our log writer on a None sys.stderr."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+
 @contextlib.contextmanager
 def guarded_streams(json_logs: Callable[[], bool] = lambda: False) -> Iterator[None]:
     """sys.stdout and sys.stderr behind redacting writers for the duration of the block; `json_logs()` says
     whether stderr must be JSON lines (asked at each write: --log-format is parsed after the block starts)."""
     saved = sys.stdout, sys.stderr
-    # A closed stream (the program started with >&-) stays None: click then drops what it would have written.
-    out = saved[0] if saved[0] is None or isinstance(saved[0], RedactingWriter) else RedactingWriter(saved[0])
-    err = saved[1] if saved[1] is None or isinstance(saved[1], RedactingWriter) else \
-        RedactingWriter(saved[1], json_lines=json_logs)
+    # A closed stream (the program started with >&-) is None; what would have been written there is dropped.
+    out = _Discarded() if saved[0] is None else \
+        saved[0] if isinstance(saved[0], RedactingWriter) else RedactingWriter(saved[0])
+    err = _Discarded() if saved[1] is None else \
+        saved[1] if isinstance(saved[1], RedactingWriter) else RedactingWriter(saved[1], json_lines=json_logs)
     sys.stdout, sys.stderr = out, err
     try:
         yield
