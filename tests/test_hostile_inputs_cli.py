@@ -80,7 +80,7 @@ def test_config_that_is_not_a_regular_file_is_exit_2_naming_it(tmp_path, kind):
     (BILLION_LAUGHS, "aliases"),
     ("driver:\n  repos: " + "[" * 40 + "]" * 40 + "\n", "levels deep"),
     ("driver:\n  repos: [" + ", ".join(["x"] * 50_000) + "]\n", "values"),
-])
+], ids=["aliases", "nesting", "values"])  # short ids: pytest 8 puts the whole text into the children's environment
 def test_a_config_that_breaks_a_yaml_bound_is_exit_2_naming_it(tmp_path, text, reason):
     config = tmp_path / "falcoctl.yaml"
     config.write_text(text)
