@@ -308,7 +308,7 @@ def _ensure_image(work: Path) -> Image:
     if info is not None:
         return _image_of(ref, info, built=False, seconds=time.monotonic() - started, base=base)
     say(f"building {ref} with buildah (log: {work / 'build.log'})")
-    _run(["nice", "buildah", "bud", "--isolation", "chroot", "--layers", "--pull-never", "-f", str(DOCKERFILE),
+    _run(["nice", "buildah", "bud", "--isolation", "chroot", "--layers", "--force-rm", "--pull-never", "-f", str(DOCKERFILE),
           "-t", ref, str(CHECKOUT)], what="buildah bud of packaging/docker/Dockerfile", cwd=CHECKOUT,
          log=work / "build.log", timeout=3600)
     for old in _suite_images():
@@ -323,9 +323,9 @@ def _ensure_image(work: Path) -> Image:
 
 
 def _suite_images() -> List[str]:
-    out = subprocess.run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}", "--noheading", IMAGE_REPO],
+    out = subprocess.run(["buildah", "images", "--format", "{{.Name}}:{{.Tag}}", "--noheading"],
                          capture_output=True, text=True, timeout=60).stdout
-    return [line.strip() for line in out.splitlines() if ":suite-" in line]
+    return [line.strip() for line in out.splitlines() if line.strip().startswith(f"{IMAGE_REPO}:suite-")]
 
 
 def installed_packages(image: Image) -> List[str]:
