@@ -75,7 +75,7 @@ DEB_SRC = "/e2e/deb-src"
 ROOT_HOOKS = (
     ("--chrooted-customize-hook", f"apt-get build-dep -y -q --no-install-recommends {LIBS_SOURCE_PACKAGE}"),
     ("--chrooted-customize-hook", f"mkdir -p {DEB_SRC} && cd {DEB_SRC} && apt-get source -q {LIBS_SOURCE_PACKAGE}"),
-    ("--chrooted-customize-hook", "dkms remove -m scap --all || true"),
+    ("--chrooted-customize-hook", 'for d in /usr/src/scap-*; do dkms remove "scap/${d#/usr/src/scap-}" --all; done'),
     ("--chrooted-customize-hook", f"mkdir -p {GUEST_CHECKOUT} {GUEST_BUILD} {GUEST_RUN} && apt-get clean"),
 )
 HOST_PACKAGES = ("mmdebstrap",)
@@ -398,7 +398,7 @@ def _copy_output(stream, log, lines: List[str]) -> None:
 
 
 def boot(stack: Stack, scenarios: Sequence[str], *,
-         timeout: float = float(os.environ.get("E2E_TIMEOUT", "2400"))) -> harness.GuestRun:
+         timeout: float = float(os.environ.get("E2E_TIMEOUT", "3600"))) -> harness.GuestRun:
     """One VM of the trixie root: boot, run the scenarios in order, power off."""
     work = harness.work_dir()
     vng_bin = harness.ensure_virtme_ng(work)
