@@ -21,7 +21,7 @@ import secrets
 import stat
 import threading
 from datetime import datetime, timezone
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Callable, ContextManager, Dict, Iterable, Iterator, Optional, Protocol, Tuple
 
 from driver_loader.core.errors import LoaderError, VerificationError
 from driver_loader.output.log import get_logger
@@ -64,6 +64,25 @@ class IncompleteDownload(LoaderError):
 
 class ArtifactTooLarge(LoaderError):
     """The artifact is bigger than the configured maximum size."""
+
+
+class Cache(Protocol):
+    """What the install pipeline, the fetcher and the builder use of the cache. ArtifactCache is the real one;
+    tests pass fakes."""
+
+    def lock(self, path: str) -> ContextManager[None]: ...
+
+    def lookup(self, path: str, *, discard: bool = True) -> Optional[CacheEntry]: ...
+
+    def stream_into(self, path: str, chunks: Iterable[bytes], *, max_size: int, verified_by: str,
+                    expected_size: Optional[int] = None, expected_sha256: Optional[str] = None,
+                    expectation_source: str = "", url: Optional[str] = None,
+                    progress: Optional[Progress] = None) -> CacheEntry: ...
+
+    def store_file(self, path: str, source_file: str, *, verified_by: str, url: Optional[str] = None,
+                   expected_sha256: Optional[str] = None) -> CacheEntry: ...
+
+    def remove(self, path: str) -> None: ...
 
 
 def _now() -> str:

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
-from driver_loader.artifacts.cache import ArtifactCache, CacheEntry
+from driver_loader.artifacts.cache import ArtifactCache, Cache, CacheEntry
 from driver_loader.artifacts.elf import inspect_artifact, read_artifact
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NoDriverError, UsageError, VerificationError
@@ -405,7 +405,7 @@ def verify_built_artifact(plan: Plan, settings: Settings, data: bytes, label: st
         )
 
 
-def _reusable(cache: ArtifactCache, path: str, settings: Settings) -> Optional[CacheEntry]:
+def _reusable(cache: Cache, path: str, settings: Settings) -> Optional[CacheEntry]:
     """A cached entry at the build's destination, when the policy accepts its checksum record; otherwise the
     build runs and replaces it (e.g. a download only recorded, under --verify strict)."""
     entry = cache.lookup(path)
@@ -424,7 +424,7 @@ def build_artifact(
     settings: Settings,
     *,
     runner: Optional[CommandRunner] = None,
-    cache: Optional[ArtifactCache] = None,
+    cache: Optional[Cache] = None,
     progress: Optional[Progress] = None,
     layout: DkmsLayout = SYSTEM_DKMS,
 ) -> BuildResult:

@@ -266,6 +266,7 @@ def _loaded_check(obs: Observations, kind: Optional[DriverType]) -> Check:
     name = obs.settings.kernel_module_name
     if kind is not DriverType.KMOD:
         return Check("loaded module", SKIP, "only a kernel module is loaded into the kernel")
+    assert obs.plan is not None  # a driver type comes from the plan
     if obs.loaded is None:
         return Check("loaded module", PASS, f"{name} is not loaded; install will load it")
     if _loaded_compatible(obs):
@@ -339,6 +340,7 @@ def _prebuilt_check(obs: Observations, kind: Optional[DriverType]) -> Check:
         return Check("prebuilt", SKIP, _not_needed(kind))
     if not obs.settings.download:
         return Check("prebuilt", SKIP, "downloads are off (--no-download)")
+    assert obs.plan is not None  # a driver type comes from the plan
     if not obs.plan.candidates:
         return Check("prebuilt", WARN, "no artifact name can be made: " + "; ".join(obs.plan.refusals),
                      "build it locally (--compile) or use --type modern_ebpf")
@@ -366,6 +368,7 @@ def _build_check(obs: Observations, kind: Optional[DriverType]) -> Check:
         return Check("build", SKIP, _not_needed(kind))
     if not obs.settings.compile:
         return Check("build", SKIP, "local builds are off (--no-compile)")
+    assert obs.headers is not None and obs.sources is not None  # looked for whenever a build is on
     problems = [found.error for found in (obs.headers, obs.sources) if found is not None and found.error]
     missing_tools = [tool for tool, path in obs.tools.items() if path is None]
     if not problems and not missing_tools:
@@ -386,10 +389,12 @@ def _buildable(obs: Observations) -> bool:
 def _verdict(obs: Observations, kind: Optional[DriverType]) -> Verdict:
     if obs.plan is None:
         error = obs.plan_error
+        assert error is not None  # no plan, because resolving it failed
         return Verdict(error.exit_code, f"install would fail: {error.message}", error.hint)
     if kind is DriverType.MODERN_EBPF:
         return Verdict(ExitCode.OK, "install would succeed: modern_ebpf is built into Falco, nothing to load")
     if kind is DriverType.KMOD and _loaded_compatible(obs):
+        assert obs.loaded is not None  # the policy keeps only a loaded module
         return Verdict(ExitCode.OK, f"install would succeed: the loaded module {obs.loaded.version} is kept")
     if kind is DriverType.KMOD and not obs.is_root:
         return Verdict(ExitCode.RUNTIME, "install would fail: loading a kernel module needs root",

@@ -12,7 +12,7 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-from driver_loader.artifacts.cache import ArtifactCache, ArtifactTooLarge, CacheEntry, IncompleteDownload
+from driver_loader.artifacts.cache import ArtifactCache, ArtifactTooLarge, Cache, CacheEntry, IncompleteDownload
 from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
 from driver_loader.core.naming import Candidate, repo_prefix
 from driver_loader.core.plan import Plan
@@ -87,7 +87,7 @@ def fetch_artifact(
     settings: Settings,
     *,
     session: Optional[LoaderSession] = None,
-    cache: Optional[ArtifactCache] = None,
+    cache: Optional[Cache] = None,
     progress: Optional[Progress] = None,
 ) -> FetchResult:
     """The verified artifact for `plan`, from the cache or a repository. Without `session`, one is built when the
@@ -98,7 +98,7 @@ def fetch_artifact(
 
 
 class _Fetcher:
-    def __init__(self, plan: Plan, settings: Settings, session: Optional[LoaderSession], cache: ArtifactCache,
+    def __init__(self, plan: Plan, settings: Settings, session: Optional[LoaderSession], cache: Cache,
                  progress: Optional[Progress]) -> None:
         self.plan = plan
         self.settings = settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
 from driver_loader.core.doctor import (
@@ -201,7 +201,7 @@ def _strict_would_refuse(session, url: str, settings: Settings) -> bool:
 
 
 def _probe_fallback(session, index, plan, settings: Settings) -> Tuple[ArtifactProbe, ...]:
-    listed = set()
+    listed: Set[str] = set()
     for repo in settings.repos:
         listed.update(index.versions(repo) or ())
     others = [v for v in plan.compatible.highest_first(listed) if v != plan.driver_version]
@@ -214,7 +214,7 @@ def _probe_fallback(session, index, plan, settings: Settings) -> Tuple[ArtifactP
 
 
 def _nearest_kernels(index, plan, settings: Settings) -> Tuple[str, ...]:
-    names = set()
+    names: Set[str] = set()
     for repo in settings.repos:
         names.update(name for arch, name in index.artifacts(repo, plan.driver_version) or () if arch == plan.arch)
     prefix = f"{settings.driver_name}_{plan.target_id}_"

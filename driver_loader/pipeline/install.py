@@ -256,6 +256,9 @@ def _install_kmod(plan: Plan, settings: Settings, edges: Edges) -> InstallResult
         if artifact.source in (SOURCE_DOWNLOAD, SOURCE_BUILD):
             actions.append(f"{'downloaded' if artifact.source == SOURCE_DOWNLOAD else 'built'} {artifact.path}")
         version = verified.info.driver_version
+        if not version:  # the pre-load checks refuse such a module already; never load one of unknown version
+            raise VerificationError(f"{artifact.path} carries no driver version; nothing was loaded",
+                                    hint="this does not look like a Falco driver build")
         method = load_module(kernel, verified.fd, name=name, version=version, compressed=verified.compressed,
                              likely_causes=verified.warnings)
     finally:
@@ -391,9 +394,13 @@ def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges,
         return "cache", use_cache
     if step.kind is StepKind.DOWNLOAD:
         def download() -> Artifact:
-            fetch = edges.fetch
-            if fetch is None:
-                from driver_loader.net.fetch import fetch_artifact as fetch
+            fetch: Fetch
+            if edges.fetch is not None:
+                fetch = edges.fetch
+            else:
+                from driver_loader.net.fetch import fetch_artifact
+
+                fetch = fetch_artifact
             bar = DownloadBar(f"downloading {plan.driver_type}")
             try:
                 result = fetch(plan, settings, cache=cache, progress=bar)
@@ -406,9 +413,13 @@ def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges,
         return "download", download
     if step.kind is StepKind.BUILD:
         def build() -> Artifact:
-            build_artifact = edges.build
-            if build_artifact is None:
-                from driver_loader.build.local_build import build_artifact
+            build_artifact: Build
+            if edges.build is not None:
+                build_artifact = edges.build
+            else:
+                from driver_loader.build.local_build import build_artifact as local_build
+
+                build_artifact = local_build
             spinner = BuildSpinner()
             try:
                 result = build_artifact(plan, settings, cache=cache, progress=spinner)
@@ -438,13 +449,13 @@ def _read_running_kernel(settings: Settings, kernel: KernelModules) -> Callable[
 def _no_artifact(plan: Plan, settings: Settings, failures: List[Tuple[str, LoaderError]],
                  acquisition: AcquisitionPlan) -> LoaderError:
     if not failures:
-        refused = [f"cache: {j.entry.path}: {j.decision.reason}" for j in acquisition.cache if not j.decision.usable]
-        if refused:
+        skipped = [f"cache: {j.entry.path}: {j.decision.reason}" for j in acquisition.cache if not j.decision.usable]
+        if skipped:
             hints = list(dict.fromkeys(j.decision.hint for j in acquisition.cache if j.decision.hint))
             return VerificationError(
                 f"no usable {plan.driver_type} artifact: the cached one was refused "
                 f"({acquisition.cache[0].decision.reason}), and download and compile are both disabled",
-                tried=refused,
+                tried=skipped,
                 hint="; ".join(hints + ["or allow --download or --compile"]),
                 exit_code=nothing_usable_exit_code(acquisition),  # the same code doctor predicts
             )

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Protocol, Sequence
 
+# The cache's seam lives with the cache, because the fetcher and the builder take it too.
+from driver_loader.artifacts.cache import Cache
 from driver_loader.core.plan import Plan
 from driver_loader.core.settings import Settings
 
 if TYPE_CHECKING:
-    from driver_loader.artifacts.cache import CacheEntry
     from driver_loader.build.local_build import BuildResult
     from driver_loader.net.fetch import FetchResult
     from driver_loader.system.runner import CommandResult
-
-
-class Cache(Protocol):
-    """The verified artifact cache (artifacts/cache.py's ArtifactCache)."""
-
-    def lookup(self, path: str, *, discard: bool = True) -> Optional[CacheEntry]: ...
-
-    def remove(self, path: str) -> None: ...
-
-    def store_file(self, path: str, source_file: str, *, verified_by: str, url: Optional[str] = None,
-                   expected_sha256: Optional[str] = None) -> CacheEntry: ...
 
 
 class Fetch(Protocol):
