@@ -239,3 +239,11 @@ def test_invalid_type_is_a_usage_error():
 def test_relative_host_root_is_a_usage_error():
     with pytest.raises(UsageError, match="absolute"):
         resolve_settings({"host_root": "foo/"}, {}, {})
+
+
+def test_the_repository_copy_of_the_vectors_matches_the_reference():
+    from vector_data import REFERENCE, VECTORS
+
+    if not REFERENCE.exists():
+        pytest.skip(f"no reference copy at {REFERENCE} to compare with (a plain clone uses {VECTORS})")
+    assert VECTORS.read_bytes() == REFERENCE.read_bytes()
