@@ -185,7 +185,9 @@ class Guest:
     def dkms_status(self) -> str:
         return subprocess.run(["dkms", "status", "-m", "falco"], capture_output=True, text=True).stdout.strip()
 
-    def cli(self, rec: Recorder, *args: str, timeout: float = 300) -> Command:
+    # Above the loader's own limits (--tool-timeout 600 s for depmod, --build-timeout 900 s): under TCG on a loaded
+    # machine depmod over 9p alone can take minutes, and the loader, not this harness, should say what timed out.
+    def cli(self, rec: Recorder, *args: str, timeout: float = 1200) -> Command:
         return rec.run([self.python, "-m", "driver_loader", *args], env=self.cli_env, timeout=timeout)
 
     # ------------------------------------------------------------------ state
