@@ -16,12 +16,11 @@ when running as the container image's entrypoint.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import posixpath
 import re
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import click
 
@@ -86,8 +85,9 @@ REPLACED_ENV: Dict[str, str] = {
     "--http-header, --ca-bundle, --http-insecure, or HTTPS_PROXY/NO_PROXY for a proxy",
 }
 
-_GO_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s))+$")
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
+# Compiled on first use (re caches them): only a Go duration value needs them, not every start.
+_GO_DURATION = r"^(?:(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s))+$"
+_GO_DURATION_PART = r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)"
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 _TRUE = ("true", "1", "t", "yes", "y", "on")
 _FALSE = ("false", "0", "f", "no", "n", "off")
@@ -123,9 +123,10 @@ Environment:
 """
 
 
-@dataclasses.dataclass(frozen=True)
-class Translation:
-    """What to run: `argv` for the click group, or `action` "help" (print the usage) / "nothing" (exit 0)."""
+class Translation(NamedTuple):
+    """What to run: `argv` for the click group, or `action` "help" (print the usage) / "nothing" (exit 0). A
+    NamedTuple, like the two types below: they are defined at every start, and a NamedTuple costs a tenth of a frozen
+    dataclass."""
 
     argv: Tuple[str, ...]
     action: str = "run"
@@ -134,34 +135,27 @@ class Translation:
     notes: Tuple[str, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True)
-class _OptionInfo:
+class _OptionInfo(NamedTuple):
     takes_value: bool
     install_only: bool  # meaningless to printenv and cleanup
     boolean: Optional[Tuple[str, str]] = None  # (on spelling, off spelling) of a boolean flag
 
 
 def _option_table() -> Dict[str, _OptionInfo]:
-    """Every shared option of `install`, read from the click options themselves so the two never disagree."""
-
-    def params(apply) -> list:
-        def callback(**_kw) -> None:
-            """Only carries the options."""
-
-        return list(getattr(apply(callback), "__click_params__", ()))
-
-    shared = params(_options.resolution_options)
-    install_only = params(lambda f: _options.install_options(_options.build_options(_options.fetch_options(f))))
+    """Every shared option of `install`, read from the shared option definitions so the two never disagree (and
+    without building click options: this runs at every start)."""
+    groups = [(option, False) for option in _options.RESOLUTION_OPTIONS + _options.LOG_OPTIONS]
+    groups += [(option, True) for option in
+               _options.FETCH_OPTIONS + _options.BUILD_OPTIONS + _options.INSTALL_OPTIONS]
     table: Dict[str, _OptionInfo] = {}
-    for param, only in [(p, False) for p in shared] + [(p, True) for p in install_only]:
-        if not isinstance(param, click.Option):
-            continue
-        boolean = None
-        if param.is_flag:
-            off = param.secondary_opts[0] if param.secondary_opts else None
-            boolean = (param.opts[0], off or "")
-        info = _OptionInfo(takes_value=not param.is_flag, install_only=only, boolean=boolean)
-        for spelling in list(param.opts) + list(param.secondary_opts):
+    for option, only in groups:
+        flags = [decl.split("/", 1) for decl in option.decls if decl.startswith("-")]
+        on = [pair[0] for pair in flags]
+        off = [pair[1] for pair in flags if len(pair) == 2]
+        is_flag = bool(option.attrs.get("is_flag")) or bool(off)
+        info = _OptionInfo(takes_value=not is_flag, install_only=only,
+                           boolean=(on[0], off[0] if off else "") if is_flag else None)
+        for spelling in on + off:
             table[spelling] = info
     return table
 
@@ -173,9 +167,9 @@ GROUP_PASSTHROUGH = frozenset({"-h", "--help", "-V", "--version"})
 
 def go_duration_seconds(text: str) -> Optional[float]:
     """Seconds in a Go duration such as `60s`, `1m0s` or `1m30s`; None when `text` is not one."""
-    if not _GO_DURATION.match(text):
+    if not re.match(_GO_DURATION, text):
         return None
-    return sum(float(amount) * _GO_UNITS[unit] for amount, unit in _GO_DURATION_PART.findall(text))
+    return sum(float(amount) * _GO_UNITS[unit] for amount, unit in re.findall(_GO_DURATION_PART, text))
 
 
 def _split(token: str) -> Tuple[str, Optional[str]]:
@@ -185,8 +179,7 @@ def _split(token: str) -> Tuple[str, Optional[str]]:
     return token, None
 
 
-@dataclasses.dataclass
-class _Option:
+class _Option(NamedTuple):
     """One option as written, normalised to our spelling: `tokens` is what to pass on."""
 
     name: str

@@ -10,9 +10,8 @@ the other lines. Keys are upper-cased; the last assignment of a key wins.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 # Bounds for hostile content: at most this much text is looked at, this many fields kept, and a value longer than
 # this (real ones are well under 256 characters) is dropped rather than cut, so a cut value can never pass for another.
@@ -26,8 +25,7 @@ _DOUBLE_QUOTE_ESCAPES = frozenset('$"\\`')
 _BLANK = " \t\r\f\v"
 
 
-@dataclasses.dataclass(frozen=True)
-class OsRelease:
+class OsRelease(NamedTuple):
     fields: Dict[str, str]
     problems: Tuple[str, ...] = ()  # the lines that were skipped, and why
 

@@ -16,17 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import ExitCode
-
-
-class VerifyPolicy(str, enum.Enum):
-    """--verify: `auto` verifies when a checksum exists, `strict` requires one, `off` checks none."""
-
-    AUTO = "auto"
-    STRICT = "strict"
-    OFF = "off"
-
-    def __str__(self) -> str:
-        return self.value
+from driver_loader.core.settings import VerifyPolicy
 
 
 class Source(str, enum.Enum):

@@ -7,16 +7,16 @@ This module is pure: the CLI hands it the parsed flags, the environment and the 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import posixpath
 import re
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 from urllib.parse import urlsplit
 
 from driver_loader.core.driver_types import DEFAULT_TYPES, DriverType, parse_driver_types, split_list
 from driver_loader.core.errors import UsageError
 from driver_loader.core.naming import unsafe_reason
-from driver_loader.core.policy import VerifyPolicy
 
 DEFAULT_REPO = "https://download.falco.org/driver"
 DEFAULT_CONFIG_PATH = "/etc/falcoctl/falcoctl.yaml"
@@ -33,9 +33,24 @@ MAX_HTTP_RETRIES = 20
 MAX_UNLOAD_RETRIES = 1000
 MAX_SECONDS = 7 * 24 * 3600.0
 ALLOWED_REPO_SCHEMES = ("http", "https", "file")
-VERIFY_POLICIES = tuple(p.value for p in VerifyPolicy)
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+
+
+class VerifyPolicy(str, enum.Enum):
+    """--verify: `auto` verifies when a checksum exists, `strict` requires one, `off` checks none. Here with the
+    settings rather than in core/policy.py, which applies it, so that reading the settings (every command, printenv
+    included) does not load the whole policy."""
+
+    AUTO = "auto"
+    STRICT = "strict"
+    OFF = "off"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+VERIFY_POLICIES = tuple(p.value for p in VerifyPolicy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +68,7 @@ class HttpOptions:
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
 
 
-@dataclasses.dataclass(frozen=True)
-class VerifyOptions:
+class VerifyOptions(NamedTuple):  # not a frozen dataclass: defined at every start, and ten times cheaper
     policy: VerifyPolicy = VerifyPolicy.AUTO
     sha256: Optional[str] = None
     checksums_file: Optional[str] = None

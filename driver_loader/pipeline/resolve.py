@@ -13,10 +13,8 @@ from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import UsageError
 from driver_loader.core.kernelrelease import parse_kernel_release
 from driver_loader.core.plan import DriverRequirement, Plan, choose_driver_type, make_plan, no_supported_type_error
-from driver_loader.core.policy import needs_driver_version
 from driver_loader.core.settings import Settings
 from driver_loader.host.root import read_host_facts
-from driver_loader.host.version_source import resolve_requirement
 from driver_loader.output.log import get_logger
 
 log = get_logger()
@@ -36,7 +34,7 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
     for note in target.notes:
         log.warning(note)
     try:
-        requirement: Optional[DriverRequirement] = resolve_requirement(settings)
+        requirement: Optional[DriverRequirement] = _requirement(settings)
         no_version: Optional[UsageError] = None
     except UsageError as missing:
         # Only the types with an artifact need a version: modern_ebpf ships inside Falco (the policy says so).
@@ -61,6 +59,8 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
         selected = settings.driver_types[0]
         log.warning(f"{error.message}; describing {selected} anyway", hint=error.hint)
     if requirement is None:
+        from driver_loader.core.policy import needs_driver_version  # only without a version: printenv skips it
+
         if needs_driver_version(selected) and no_version is not None:
             raise no_version
         requirement = DriverRequirement("", "not needed: the modern_ebpf driver ships inside Falco")
@@ -68,6 +68,16 @@ def resolve_plan(settings: Settings, *, modules_supported: bool = True,
     for refusal in plan.refusals:
         log.warning("no download candidate", reason=refusal)
     return plan
+
+
+def _requirement(settings: Settings) -> DriverRequirement:
+    """The version given, or the one found on the host (version_source, imported only then: printenv with
+    --driver-version needs none of it)."""
+    if settings.driver_version is not None:
+        return DriverRequirement(settings.driver_version, "settings")
+    from driver_loader.host.version_source import resolve_requirement
+
+    return resolve_requirement(settings)
 
 
 def artifact_types_only(settings: Settings, verb: str) -> Settings:

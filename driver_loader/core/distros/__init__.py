@@ -8,8 +8,8 @@ and its kernel-headers recipe, in one class) and one row in tests/test_distros.p
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from typing import Dict, List, Optional, Tuple
+import os
+from typing import Dict, List, Optional, Set, Tuple
 
 from driver_loader.core.distros import generic, minikube
 from driver_loader.core.distros.base import (
@@ -29,11 +29,26 @@ GENERIC = generic.DISTRO
 VERSION_FILE = minikube.VERSION_FILE
 
 
+def _module_names() -> List[str]:
+    """The modules of this package: from its directory, or through pkgutil when the package is inside a zip file
+    (the single-file build), which costs an import more at every start."""
+    names: Set[str] = set()
+    for directory in __path__:
+        try:
+            files = os.listdir(directory)
+        except OSError:
+            import pkgutil
+
+            return sorted(module.name for module in pkgutil.iter_modules(__path__))
+        names.update(name.split(".", 1)[0] for name in files if name.endswith((".py", ".pyc")) and name[0] != "_")
+    return sorted(names)
+
+
 def _find_distros() -> Tuple[Distro, ...]:
     """Every module of this package that defines DISTRO, in name order."""
     found = []
-    for module_info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
+    for name in _module_names():
+        module = importlib.import_module(f"{__name__}.{name}")
         distro = getattr(module, "DISTRO", None)
         if isinstance(distro, Distro):
             found.append(distro)

@@ -3,9 +3,9 @@ it works on. Pure; the host reader fills HostFacts."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from typing import FrozenSet, Mapping, Optional, Tuple
+import types
+from typing import FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.kernelrelease import KernelRelease
@@ -14,12 +14,15 @@ _MINIKUBE_VERSION = re.compile(r"(\d+(\.\d+){2})")
 _GENERIC_KERNEL_VERSION = re.compile(r"#(\d+).*")
 
 
-@dataclasses.dataclass(frozen=True)
-class HostFacts:
+# The value types below are NamedTuples, not frozen dataclasses: every command, printenv included, defines them at
+# start-up, and a NamedTuple costs a tenth of a frozen dataclass to define.
+
+
+class HostFacts(NamedTuple):
     kernel_release: str
     kernel_version: str
     arch: str
-    os_release: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    os_release: Mapping[str, str] = types.MappingProxyType({})
     has_os_release: bool = False
     markers: FrozenSet[str] = frozenset()
     version_file: Optional[str] = None  # contents of etc/VERSION (minikube), when present
@@ -36,8 +39,7 @@ class HostFacts:
         return match.group(1) if match else None
 
 
-@dataclasses.dataclass(frozen=True)
-class Naming:
+class Naming(NamedTuple):
     """The three variable parts of an artifact file name."""
 
     target_id: str
@@ -45,8 +47,7 @@ class Naming:
     version: str
 
 
-@dataclasses.dataclass(frozen=True)
-class DistroTarget:
+class DistroTarget(NamedTuple):
     rule: str
     naming: Naming
     legacy: Optional[Naming] = None
@@ -84,9 +85,8 @@ def required(facts: HostFacts, key: str) -> str:
     return value
 
 
-@dataclasses.dataclass(frozen=True)
-class HeadersRecipe:
-    """How to install the kernel headers a local build needs."""
+class HeadersRecipe(NamedTuple):
+    """How to install the kernel headers a local build needs (a NamedTuple: defined at every start, used rarely)."""
 
     installer: str  # "apt-get install"
     package: str  # "linux-headers-"

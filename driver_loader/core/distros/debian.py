@@ -18,15 +18,16 @@ from driver_loader.core.distros.base import (
 )
 from driver_loader.core.kernelrelease import KernelRelease, parse_kernel_release
 
-_PACKAGE_VERSION = re.compile(r"\d+\.\d+\.\d+-\d+", re.ASCII)
-_ARCH_EXTRA = re.compile(r"-?(rt-|cloud-|)(amd64|arm64)")
+# Patterns as strings, compiled (and cached by re) on first use: only the host's own distro needs them.
+_PACKAGE_VERSION = r"\d+\.\d+\.\d+-\d+"
+_ARCH_EXTRA = r"-?(rt-|cloud-|)(amd64|arm64)"
 
 
 def _rewritten_release(kernel_version: str, extra_source: str) -> Optional[str]:
-    package = _PACKAGE_VERSION.search(kernel_version)
+    package = re.search(_PACKAGE_VERSION, kernel_version, re.ASCII)
     if not package:
         return None
-    extra = _ARCH_EXTRA.search(extra_source)
+    extra = re.search(_ARCH_EXTRA, extra_source)
     return package.group(0) + (f"-{extra.group(1)}{extra.group(2)}" if extra else "")
 
 

@@ -17,7 +17,8 @@ from driver_loader.core.distros.base import (
 )
 from driver_loader.core.kernelrelease import KernelRelease
 
-_XYZ = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$", re.ASCII)
+# Patterns as strings, compiled (and cached by re) on first use: only the host's own distro needs them.
+_XYZ = r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$"
 
 
 class Flatcar(Distro):
@@ -31,7 +32,7 @@ class Flatcar(Distro):
 
     def notes(self, facts: HostFacts) -> Tuple[str, ...]:
         version_id = (facts.field("VERSION_ID") or "").strip()
-        if version_id and not _XYZ.match(version_id):
+        if version_id and not re.match(_XYZ, version_id, re.ASCII):
             return (f"flatcar VERSION_ID {version_id!r} is not x.y.z; using it verbatim",)
         return ()
 

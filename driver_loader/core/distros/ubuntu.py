@@ -9,13 +9,14 @@ from typing import Optional
 from driver_loader.core.distros.base import DEB, Distro, HeadersRecipe, HostFacts, Naming, legacy_kernel_version
 from driver_loader.core.kernelrelease import KernelRelease
 
-_FLAVOUR = re.compile(r"-([a-zA-Z]+)(-.*)?$")
-_LEGACY_TILDE_VERSION = re.compile(r"^#[0-9]+~[^-]*-Ubuntu .*$")
-_LEGACY_TILDE_BUILD = re.compile(r"#([^-\\ ]*).*")
+# Patterns as strings, compiled (and cached by re) on first use: only the host's own distro needs them.
+_FLAVOUR = r"-([a-zA-Z]+)(-.*)?$"
+_LEGACY_TILDE_VERSION = r"^#[0-9]+~[^-]*-Ubuntu .*$"
+_LEGACY_TILDE_BUILD = r"#([^-\\ ]*).*"
 
 
 def _target(source: str) -> str:
-    match = _FLAVOUR.search(source)
+    match = re.search(_FLAVOUR, source)
     return f"ubuntu-{match.group(1) if match else 'generic'}"
 
 
@@ -31,8 +32,8 @@ class Ubuntu(Distro):
 
     def legacy(self, facts: HostFacts) -> Naming:
         # The legacy loader kept `~` builds only in the `#N~X-Ubuntu ...` form, and `#N` digits otherwise.
-        if _LEGACY_TILDE_VERSION.match(facts.kernel_version):
-            version = _LEGACY_TILDE_BUILD.sub(r"\1", facts.kernel_version)
+        if re.match(_LEGACY_TILDE_VERSION, facts.kernel_version):
+            version = re.sub(_LEGACY_TILDE_BUILD, r"\1", facts.kernel_version)
         else:
             version = legacy_kernel_version(facts.kernel_version)
         return Naming(_target(facts.kernel_release), facts.kernel_release, version)
