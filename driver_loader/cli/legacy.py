@@ -16,6 +16,7 @@ when running as the container image's entrypoint.
 
 from __future__ import annotations
 
+import enum
 import os
 import posixpath
 import re
@@ -123,13 +124,23 @@ Environment:
 """
 
 
+class Action(str, enum.Enum):
+    """What a translated command line does: run `argv`, print the usage, or nothing (exit 0)."""
+
+    RUN = "run"
+    HELP = "help"
+    NOTHING = "nothing"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Translation(NamedTuple):
-    """What to run: `argv` for the click group, or `action` "help" (print the usage) / "nothing" (exit 0). A
-    NamedTuple, like the two types below: they are defined at every start, and a NamedTuple costs a tenth of a frozen
-    dataclass."""
+    """What to run: `argv` for the click group, or `action` HELP (print the usage) / NOTHING (exit 0). A NamedTuple,
+    like the two types below: they are defined at every start, and a NamedTuple costs a tenth of a frozen dataclass."""
 
     argv: Tuple[str, ...]
-    action: str = "run"
+    action: Action = Action.RUN
     link_sources: bool = False
     host_root: Optional[str] = None  # --host-root when given on the command line
     notes: Tuple[str, ...] = ()
@@ -329,9 +340,9 @@ def _legacy_form(args: List[str], link_sources: bool) -> Translation:
             raise UsageError(f"unknown driver or command: {token}", hint="see the usage below")
 
     if "help" in switches:
-        return Translation((), action="help", notes=tuple(notes))
+        return Translation((), action=Action.HELP, notes=tuple(notes))
     if "source_only" in switches:
-        return Translation((), action="nothing", notes=tuple(notes))
+        return Translation((), action=Action.NOTHING, notes=tuple(notes))
     if driver is not None and any(o.name == "--type" for o in options):
         raise UsageError("give the driver either as a word (kmod, ebpf, ...) or with --type, not both",
                          hint="see the usage below")
@@ -404,10 +415,10 @@ def translate_argv(argv: List[str], env: Optional[Mapping[str, str]] = None) -> 
             log.warning(advice)
     for note in translation.notes:
         log.warning(note)
-    if translation.action == "help":
+    if translation.action is Action.HELP:
         click.echo(LEGACY_USAGE, nl=False)
         sys.exit(int(ExitCode.OK))
-    if translation.action == "nothing":
+    if translation.action is Action.NOTHING:
         log.info("--source-only: nothing to do (the legacy loader's functions cannot be sourced from this one)")
         sys.exit(int(ExitCode.OK))
     if translation.link_sources:
