@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Callable, ContextManager, Dict, Iterable, Iterator, Optional, Protocol, Tuple
 
 from driver_loader.core.errors import LoaderError, VerificationError
+from driver_loader.core.policy import ChecksumRecord, Evidence
 from driver_loader.output.log import get_logger
 from driver_loader.system.atomic import AtomicFile
 from driver_loader.system.documents import DocumentLimitError, load_json
@@ -52,6 +53,12 @@ class CacheEntry:
     url: Optional[str]
     verified_by: str
     created: str
+
+    @property
+    def record(self) -> ChecksumRecord:
+        """What the policy judges: the digest, and how it was checked when stored (an unknown record counts as
+        only recorded)."""
+        return ChecksumRecord(self.sha256, Evidence.parse(self.verified_by) or Evidence.RECORDED, self.url or "")
 
 
 class UnsafeCachePathError(LoaderError):

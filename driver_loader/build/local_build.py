@@ -22,7 +22,7 @@ from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NoDriverError, UsageError, VerificationError
 from driver_loader.core.headers import headers_hint
 from driver_loader.core.naming import MODULE_SUFFIXES, unsafe_reason
-from driver_loader.core.policy import ChecksumRecord, Evidence, VerifyPolicy, checksum_decision
+from driver_loader.core.policy import VerifyPolicy, checksum_decision
 from driver_loader.core.settings import DEFAULT_TOOL_TIMEOUT, Settings
 from driver_loader.core.versions import publishes_ebpf_probe
 from driver_loader.host.root import resolve_in_root
@@ -411,8 +411,7 @@ def _reusable(cache: Cache, path: str, settings: Settings) -> Optional[CacheEntr
     entry = cache.lookup(path)
     if entry is None:
         return None
-    record = ChecksumRecord(entry.sha256, Evidence.parse(entry.verified_by) or Evidence.RECORDED)
-    decision = checksum_decision(record, policy=VerifyPolicy(settings.verify.policy), pin=None)
+    decision = checksum_decision(entry.record, policy=VerifyPolicy(settings.verify.policy), pin=None)
     if not decision.usable:
         log.info("not reusing the cached artifact; building", path=path, reason=decision.reason)
         return None

@@ -17,8 +17,6 @@ from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, No
 from driver_loader.core.naming import Candidate, repo_prefix
 from driver_loader.core.plan import Plan
 from driver_loader.core.policy import (
-    ChecksumRecord,
-    Evidence,
     VerifyPolicy,
     checksum_decision,
     checksum_required_before_download,
@@ -221,8 +219,7 @@ class _Fetcher:
     def _reusable(self, entry: CacheEntry, location: str) -> Optional[str]:
         """How the cached entry counts as verified under the current policy, or None to download again. The
         policy decides; the same question is asked by install, --dry-run and doctor."""
-        record = ChecksumRecord(entry.sha256, Evidence.parse(entry.verified_by) or Evidence.RECORDED)
-        decision = checksum_decision(record, policy=VerifyPolicy(self.settings.verify.policy),
+        decision = checksum_decision(entry.record, policy=VerifyPolicy(self.settings.verify.policy),
                                      pin=self.checksums.pin(location))
         if not decision.usable:
             log.info("not reusing the cached artifact; downloading again", path=entry.path, reason=decision.reason)

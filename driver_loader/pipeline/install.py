@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NetworkError, NoDriverError, UnsupportedHostError, VerificationError
@@ -19,8 +19,6 @@ from driver_loader.core.plan import Plan
 from driver_loader.core.policy import (
     AcquisitionPlan,
     CachedArtifact,
-    ChecksumRecord,
-    Evidence,
     Observations,
     Source,
     Step,
@@ -319,10 +317,8 @@ def observe_cache(plan: Plan, settings: Settings, cache: Any, *, discard: bool =
         entry = cache.lookup(candidate.cache_path, discard=discard)
         if entry is None:
             continue
-        evidence = Evidence.parse(entry.verified_by) or Evidence.RECORDED
         location = f"{plan.driver_version}/{plan.arch}/{candidate.filename}"
-        found.append(CachedArtifact(entry.path, ChecksumRecord(entry.sha256, evidence, entry.url or ""),
-                                    resolver.pin(location)))
+        found.append(CachedArtifact(entry.path, entry.record, resolver.pin(location)))
     return tuple(found)
 
 
@@ -351,13 +347,14 @@ def _verified_artifact(plan: Plan, settings: Settings, edges: Edges) -> Tuple[Ar
         cache = ArtifactCache(settings.cache_dir)
     running = (edges.running_kernel or _read_running_kernel(settings, edges.kernel))(plan)
     acquisition = acquisition_plan(plan, settings, cache)
+    observed = {judged.entry.path: judged.entry for judged in acquisition.cache}
     for refused in acquisition.cache:
         if not refused.decision.usable:
             log.info("not using the cached artifact", path=refused.entry.path, reason=refused.decision.reason)
     resolver = pins(settings)
     failures: List[Tuple[str, LoaderError]] = []
     for step in acquisition.steps:
-        obtain = _step_action(step, plan, settings, edges, cache)
+        obtain = _step_action(step, plan, settings, edges, cache, observed)
         if obtain is None:
             continue
         label, action = obtain
@@ -380,16 +377,16 @@ def _verified_artifact(plan: Plan, settings: Settings, edges: Edges) -> Tuple[Ar
     raise _no_artifact(plan, settings, failures, acquisition)
 
 
-def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges,
-                 cache: Any) -> Optional[Tuple[str, Callable[[], Optional[Artifact]]]]:
-    if step.kind is StepKind.USE_CACHE:
+def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges, cache: Any,
+                 observed: Dict[str, CachedArtifact]) -> Optional[Tuple[str, Callable[[], Optional[Artifact]]]]:
+    if step.kind is StepKind.USE_CACHE and step.path in observed:
+        # Already re-hashed when observed; open_verified hashes the very bytes it loads once more.
+        entry = observed[step.path]
+
         def use_cache() -> Optional[Artifact]:
-            entry = cache.lookup(step.path)
-            if entry is None:
-                return None
-            log.info("using the cached artifact", path=entry.path, sha256=entry.sha256, verified_by=entry.verified_by)
-            return Artifact(entry.path, entry.sha256, Source.CACHE,
-                            Evidence.parse(entry.verified_by) or Evidence.RECORDED, entry.url or "")
+            log.info("using the cached artifact", path=entry.path, sha256=entry.record.sha256,
+                     verified_by=str(entry.record.evidence))
+            return Artifact.cached(entry.path, entry.record)
 
         return "cache", use_cache
     if step.kind is StepKind.DOWNLOAD:
@@ -406,9 +403,7 @@ def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges,
                 result = fetch(plan, settings, cache=cache, progress=bar)
             finally:
                 bar.close()
-            source = Source.CACHE if result.source == Source.CACHE.value else Source.DOWNLOAD
-            return Artifact(result.path, result.sha256, source,
-                            Evidence.parse(result.verified_by) or Evidence.RECORDED, result.url)
+            return Artifact.fetched(result)
 
         return "download", download
     if step.kind is StepKind.BUILD:
@@ -425,8 +420,7 @@ def _step_action(step: Step, plan: Plan, settings: Settings, edges: Edges,
                 result = build_artifact(plan, settings, cache=cache, progress=spinner)
             finally:
                 spinner.close()
-            return Artifact(result.path, result.sha256, Source.BUILD,
-                            Evidence.parse(result.verified_by) or Evidence.LOCAL_BUILD)
+            return Artifact.built(result)
 
         return "build", build
     return None  # OTHER_VERSIONS happen inside the download step; FAIL is what remains when nothing worked

@@ -30,9 +30,11 @@ from driver_loader.output.log import get_logger
 from driver_loader.system.files import read_fd
 
 if TYPE_CHECKING:
+    from driver_loader.build.local_build import BuildResult
     from driver_loader.core.artifact_facts import ArtifactInfo
     from driver_loader.core.checks import Finding
     from driver_loader.core.kernel import RunningKernel
+    from driver_loader.net.fetch import FetchResult
 
 log = get_logger(__name__)
 
@@ -50,6 +52,22 @@ class Artifact:
     @property
     def record(self) -> ChecksumRecord:
         return ChecksumRecord(self.sha256, self.evidence, self.expected_from)
+
+    @classmethod
+    def cached(cls, path: str, record: ChecksumRecord) -> Artifact:
+        return cls(path, record.sha256, Source.CACHE, record.evidence, record.expected_from)
+
+    @classmethod
+    def fetched(cls, result: FetchResult) -> Artifact:
+        """What the fetcher returned: a reused cache entry or a download, with how it was checked."""
+        source = Source.CACHE if result.source == Source.CACHE.value else Source.DOWNLOAD
+        return cls(result.path, result.sha256, source, Evidence.parse(result.verified_by) or Evidence.RECORDED,
+                   result.url)
+
+    @classmethod
+    def built(cls, result: BuildResult) -> Artifact:
+        return cls(result.path, result.sha256, Source.BUILD,
+                   Evidence.parse(result.verified_by) or Evidence.LOCAL_BUILD)
 
 
 @dataclasses.dataclass(frozen=True)

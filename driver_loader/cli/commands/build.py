@@ -10,7 +10,6 @@ import click
 from driver_loader.artifacts.cache import ArtifactCache
 from driver_loader.build.local_build import build_artifact
 from driver_loader.cli.commands._options import build_options, resolution_options, settings_from_flags
-from driver_loader.core.policy import Evidence, Source
 from driver_loader.output.progress import BuildSpinner
 from driver_loader.pipeline.resolve import artifact_types_only, resolve_plan
 from driver_loader.pipeline.verify import Artifact, keep_only_if_verified
@@ -31,9 +30,7 @@ def command(**flags) -> None:
     finally:
         spinner.close()
     # The same rule as install, judged against the kernel the build was for.
-    artifact = Artifact(result.path, result.sha256, Source.BUILD,
-                        Evidence.parse(result.verified_by) or Evidence.LOCAL_BUILD)
-    verified = keep_only_if_verified(artifact, plan, settings, cache)
+    verified = keep_only_if_verified(Artifact.built(result), plan, settings, cache)
     if settings.output == "json":
         click.echo(json.dumps({
             "driver_type": str(plan.driver_type),

@@ -8,7 +8,6 @@ import json
 import click
 
 from driver_loader.cli.commands._options import fetch_options, resolution_options, settings_from_flags
-from driver_loader.core.policy import Evidence, Source
 from driver_loader.output.progress import DownloadBar
 from driver_loader.pipeline.resolve import artifact_types_only, resolve_plan
 from driver_loader.pipeline.verify import Artifact, keep_only_if_verified
@@ -38,10 +37,7 @@ def command(**flags) -> None:
         bar.close()
     # The same rule as install: a checksum the policy accepts, and an ELF that fits the kernel judged (the one named
     # with --kernel-release, or the running one). A 200 error page is not a driver, whatever its sidecar says.
-    source = Source.CACHE if result.source == Source.CACHE.value else Source.DOWNLOAD
-    artifact = Artifact(result.path, result.sha256, source,
-                        Evidence.parse(result.verified_by) or Evidence.RECORDED, result.url)
-    verified = keep_only_if_verified(artifact, plan, settings, cache)
+    verified = keep_only_if_verified(Artifact.fetched(result), plan, settings, cache)
     if settings.output == "json":
         click.echo(json.dumps({
             "path": result.path,
