@@ -632,12 +632,17 @@ def main(argv: Sequence[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     guest = prepare_guest(config)
     print(f"{GUEST_READY} kernel={os.uname().release} mirror={guest.mirror.base}", flush=True)
+    return run_scenarios(guest, SCENARIOS, argv[1:])
+
+
+def run_scenarios(guest, scenarios: dict, names: Sequence[str]) -> int:
+    """Run the named scenarios in order, printing one result line each and the done line; 1 if any failed."""
     failed = 0
-    for name in argv[1:]:
+    for name in names:
         rec = Recorder(name)
         started = time.monotonic()
         try:
-            SCENARIOS[name](guest, rec)
+            scenarios[name](guest, rec)
         except Exception:
             rec.check("the scenario ran to the end", False, traceback.format_exc()[-2000:])
         result = rec.result()

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -28,15 +27,14 @@ from e2e_guest import (
     CACHE_DIR,
     CONFIG_D,
     FALCO_CONFIG_DIR,
-    GUEST_DONE,
     GUEST_READY,
-    RESULT_PREFIX,
     Command,
     Guest,
     Mirror,
     Recorder,
     artifact_from_printenv,
     expect_exit,
+    run_scenarios,
     sha256_file,
 )
 
@@ -443,20 +441,7 @@ def main(argv: Sequence[str]) -> int:
     config = json.loads(Path(argv[0]).read_text())
     guest = prepare_guest(config)
     print(f"{GUEST_READY} kernel={os.uname().release} mirror={guest.mirror.base}", flush=True)
-    failed = 0
-    for name in argv[1:]:
-        rec = Recorder(name)
-        started = time.monotonic()
-        try:
-            SCENARIOS[name](guest, rec)
-        except Exception:
-            rec.check("the scenario ran to the end", False, traceback.format_exc()[-2000:])
-        result = rec.result()
-        failed += not result["ok"]
-        print(f"E2E: {name}: {'PASS' if result['ok'] else 'FAIL'} ({time.monotonic() - started:.0f} s)", flush=True)
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
-    print(f"{GUEST_DONE} failed={failed}", flush=True)
-    return 1 if failed else 0
+    return run_scenarios(guest, SCENARIOS, argv[1:])
 
 
 if __name__ == "__main__":
