@@ -405,7 +405,7 @@ def test_doctor_on_this_machine():
     assert result.returncode == doc["verdict"]["exit_code"]
     names = [c["name"] for c in doc["checks"]]
     assert names == ["host", "host root", "modules", "signatures", "modern_ebpf", "driver type", "driver version",
-                     "loaded module", "privileges", "cache", "repositories", "prebuilt", "build"]
+                     "probe reader", "loaded module", "privileges", "cache", "repositories", "prebuilt", "build"]
     assert {c["status"] for c in doc["checks"]} <= {PASS, WARN, FAIL, SKIP}
     if check_support().supported:
         assert result.returncode == 0
@@ -420,3 +420,35 @@ def test_strict_with_a_repository_publishing_no_checksum_is_not_a_success(node, 
     assert verdict.exit_code == ExitCode.VERIFICATION  # install exits 4 there too
     checks, verdict = node("--repo", repo, "--no-compile")
     assert checks["prebuilt"].status == PASS and verdict.exit_code == ExitCode.OK
+
+
+def fake_falco(node, libs_version):
+    """A `falco` on the node's PATH whose `--version -o json_output=true` reports `libs_version`."""
+    answer = json.dumps({"default_driver_version": VERSION, "driver_api_version": "8.0.0",
+                         "driver_schema_version": "3.5.0", "libs_version": libs_version})
+    path = node.state["bin"] / "falco"
+    path.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    path.chmod(0o755)
+
+
+@pytest.mark.parametrize("libs, status", [("0.20.0", WARN), ("0.21.3", WARN), ("0.22.0", PASS), ("0.23.1", PASS),
+                                          ("master", SKIP)])
+def test_the_legacy_probe_warns_about_falco_libs_that_map_perf_buffers_twice(node, libs, status):
+    fake_falco(node, libs)
+    checks, _ = node(types=("--type", "ebpf"))
+    check = checks["probe reader"]
+    assert check.status == status, check
+    if status == WARN:
+        assert "CVE-2025-38563" in check.summary and libs in check.summary and KREL in check.summary
+        assert "modern_ebpf" in check.advice and "0.22.0" in check.advice
+
+
+def test_the_probe_reader_check_is_only_about_the_legacy_probe(node):
+    fake_falco(node, "0.20.0")
+    checks, _ = node()
+    assert checks["probe reader"].status == SKIP
+
+
+def test_no_falco_leaves_the_probe_reader_unknown(node):
+    checks, _ = node(types=("--type", "ebpf"))
+    assert checks["probe reader"].status == SKIP and "unknown" in checks["probe reader"].summary

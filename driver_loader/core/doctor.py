@@ -13,12 +13,15 @@ import posixpath
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
+from packaging.version import Version
+
 from driver_loader.core.distros import UNDETERMINED
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import ExitCode, LoaderError
 from driver_loader.core.plan import Plan
 from driver_loader.core.policy import STRICT_HINT, AcquisitionPlan, StepKind, nothing_usable_exit_code
 from driver_loader.core.settings import Settings
+from driver_loader.core.versions import release_core
 
 
 class CheckStatus(str, enum.Enum):
@@ -134,6 +137,7 @@ class Observations:
     acquisition: Optional[AcquisitionPlan] = None  # the policy's steps, from the same observations install makes
     artifacts: Tuple[ArtifactProbe, ...] = ()
     nearest: Tuple[str, ...] = ()
+    falco_libs: Optional[str] = None  # `falco --version`'s libs_version, read for the legacy eBPF probe only
 
 
 def nearest_releases(release: str, filenames, prefix: str, extension: str,
@@ -169,6 +173,7 @@ def evaluate(obs: Observations) -> Tuple[List[Check], Verdict]:
         _modern_check(obs),
         _type_check(obs),
         _version_check(obs),
+        _probe_reader_check(obs, kind),
         _loaded_check(obs, kind),
         _privileges_check(obs, kind),
         _cache_check(obs, kind),
@@ -245,6 +250,34 @@ def _type_check(obs: Observations) -> Check:
         return Check("driver type", FAIL, f"none of {requested} works here: " + "; ".join(error.tried),
                      error.hint)
     return Check("driver type", SKIP, f"not chosen (requested {requested})")
+
+
+# libs before 0.22.0 map each CPU's perf buffer twice, the two mappings overlapping. The fix for CVE-2025-38563
+# ("perf: Prevent VMA split of buffer mappings", mainline 6.17, backported to stable kernels from August 2025, e.g.
+# Debian's 6.12.43) refuses the second mapping, so Falco cannot read the legacy probe on those kernels whatever driver
+# is loaded. libs 0.22.0 maps each buffer once.
+PROBE_MMAP_FIXED_LIBS = "0.22.0"
+
+
+def _probe_reader_check(obs: Observations, kind: Optional[DriverType]) -> Check:
+    if kind is not DriverType.EBPF:
+        return Check("probe reader", SKIP, "only the legacy eBPF probe depends on how Falco maps its buffers")
+    if obs.falco_libs is None:
+        return Check("probe reader", SKIP, "Falco's libs version is unknown (no `falco --version` answered)")
+    libs = release_core(obs.falco_libs)
+    if libs is None:
+        return Check("probe reader", SKIP, f"Falco's libs version {obs.falco_libs!r} cannot be compared")
+    if libs >= Version(PROBE_MMAP_FIXED_LIBS):
+        return Check("probe reader", PASS, f"Falco's libs {obs.falco_libs} map the probe's perf buffers once")
+    return Check(
+        "probe reader", WARN,
+        f"Falco's libs {obs.falco_libs} (older than {PROBE_MMAP_FIXED_LIBS}) map each perf buffer twice, which "
+        "kernels with the fix for CVE-2025-38563 (6.17, and stable kernels from August 2025 such as Debian's "
+        f"6.12.43) refuse: on kernel {obs.kernel_release} ({obs.kernel_version}) Falco may fail with \"unable to mmap "
+        "the perf-buffer ... Invalid argument\" even though the probe is fine",
+        f"upgrade Falco to a release built on libs {PROBE_MMAP_FIXED_LIBS} or later, or use --type modern_ebpf "
+        "or kmod",
+    )
 
 
 def _version_check(obs: Observations) -> Check:

@@ -53,6 +53,13 @@ def falco_interface_versions(falco_binary: Optional[str] = None) -> Tuple[Option
     return _str_or_none(falco.get("driver_api_version")), _str_or_none(falco.get("driver_schema_version"))
 
 
+def falco_libs_version(falco_binary: Optional[str] = None) -> Optional[str]:
+    """The version of the libs (libscap, libsinsp) Falco is built with, as `falco --version` reports it; None when
+    no Falco answers. Its userspace, not the driver, decides whether the legacy eBPF probe can be read."""
+    falco = _falco_versions(falco_binary)
+    return _str_or_none(falco.get("libs_version")) if falco else None
+
+
 def _str_or_none(value) -> Optional[str]:
     return str(value) if value else None
 

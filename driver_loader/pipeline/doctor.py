@@ -74,6 +74,10 @@ def observe(settings: Settings, *, kernel=None, modern_support=None) -> Observat
     )
     if plan is None or not plan.driver_type.has_artifact:
         return obs
+    if plan.driver_type is DriverType.EBPF:
+        from driver_loader.host.version_source import falco_libs_version
+
+        obs = dataclasses.replace(obs, falco_libs=falco_libs_version())
     from driver_loader.artifacts.cache import ArtifactCache
     from driver_loader.pipeline.install import acquisition_plan
 
