@@ -31,7 +31,7 @@ import warnings
 import weakref
 from http import HTTPStatus
 from itertools import takewhile
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import IO, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
@@ -69,6 +69,7 @@ RETRY_STATUSES = frozenset({429} | set(range(500, 600)))
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] [^'\")\]]+")
 
 Sleep = Callable[[float], None]
+RequestBody = Union[None, bytes, IO[bytes]]
 
 
 class Deadline:
@@ -240,7 +241,7 @@ class LoaderSession(requests.Session):
             self.headers[key] = value
         self._secrets = set(secret_values(options.headers, ())) | set(extra_secrets)
         self._documents: Dict[str, Union[Optional[str], HttpFailure]] = {}
-        self.request_count = 0  # GETs sent (retries of one GET count once)
+        self.request_count = 0  # requests sent (retries of one request count once)
         self._logged_proxies: set = set()
         # Hosts no connection could be made to, after retries, and hosts that ran out a deadline or still answered
         # 429/5xx after their retries: asked again, they fail at once. A node whose network is down (or a hostile
@@ -269,6 +270,10 @@ class LoaderSession(requests.Session):
     def remember_secrets(self, urls: Iterable[str]) -> None:
         """Make sure credentials embedded in these URLs are redacted wherever this session reports them."""
         self._secrets.update(secret_values((), urls))
+
+    def remember_values(self, values: Iterable[str]) -> None:
+        """Redact these exact values (a password, a token) wherever this session reports them."""
+        self._secrets.update(v for v in values if v)
 
     def pause(self, attempt: int) -> None:
         """Back off before re-trying a transfer that broke after the headers arrived (within the deadline's
@@ -378,6 +383,24 @@ class LoaderSession(requests.Session):
             raise failure
         return response
 
+    def send_request(self, method: str, url: str, *, headers: Optional[Mapping[str, str]] = None,
+                     data: RequestBody = None) -> requests.Response:
+        """Any request, under the same rules as `get_stream` (the host's earlier failures, the deadline, the count,
+        failures as HttpFailure), but the answer is returned whatever its status: the caller reads it. Only GET and
+        HEAD are retried on 429/5xx; a host that still answers so after the retries is not asked again."""
+        self.remember_secrets([url])
+        with self.deadline() as deadline:
+            response = self._request(method, url, headers=headers, data=data)
+        if deadline.expired:
+            response.close()
+            failure = self._deadline_failure(url, deadline)
+            self._unreachable.setdefault(_host_key(url), failure)
+            raise failure
+        if response.status_code in RETRY_STATUSES and method in ("GET", "HEAD") and self.retries > 0:
+            self._unreachable[_host_key(response.url or url)] = HttpFailure(
+                status_text(response.status_code), url=redact_url(url), status=response.status_code)
+        return response
+
     def iter_body(self, response: requests.Response, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """The body in chunks; a transfer that breaks, or outlives the deadline, raises HttpFailure."""
         deadline = self._deadline
@@ -436,6 +459,10 @@ class LoaderSession(requests.Session):
         return body.decode("utf-8", errors="replace")
 
     def _get(self, url: str) -> requests.Response:
+        return self._request("GET", url)
+
+    def _request(self, method: str, url: str, *, headers: Optional[Mapping[str, str]] = None,
+                 data: RequestBody = None) -> requests.Response:
         earlier = self._unreachable.get(_host_key(url))
         if earlier is not None:
             why = "unreachable" if earlier.unreachable else "failing"
@@ -448,7 +475,10 @@ class LoaderSession(requests.Session):
         self._log_proxy(url)
         self.request_count += 1
         try:
-            return self.get(url, stream=True, timeout=self.timeouts, verify=self.verify_setting)
+            # A caller's own Authorization header wins over ~/.netrc (an auth callable that changes nothing).
+            auth = _keep_request if headers and any(k.lower() == "authorization" for k in headers) else None
+            return self.request(method, url, headers=headers, data=data, auth=auth, stream=True,
+                                timeout=self.timeouts, verify=self.verify_setting)
         except ValueError:  # a Location that no URL parser accepts (urllib3's LocationParseError is one too)
             raise HttpFailure("invalid URL (a redirect's Location, or the repository URL, cannot be parsed)",
                               url=redact_url(url),
@@ -511,6 +541,10 @@ def _host_key(url: str) -> Tuple[str, Optional[str], Optional[int]]:
     except ValueError:
         port = None
     return parts.scheme, parts.hostname, port
+
+
+def _keep_request(request):
+    return request
 
 
 def status_text(status: int) -> str:
