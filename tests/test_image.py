@@ -190,15 +190,16 @@ def test_image_python_libraries_are_debians(image):
     thing pip put in the image; pip itself is not there."""
     packages = dict(line.split(" ", 1) for line in harness.installed_packages(image))
     for package in ("python3-requests", "python3-click", "python3-structlog", "python3-packaging",
-                    "python3-pyelftools", "python3-yaml", "python3-zstandard", "dkms", "gcc", "clang", "llvm"):
+                    "python3-pyelftools", "python3-yaml", "python3-zstandard", "python3-cryptography", "python3-nacl",
+                    "dkms", "gcc", "clang", "llvm"):
         assert package in packages, package
     assert "python3-pip" not in packages and "python3-setuptools" not in packages
     with harness.container_root(image) as root:
         local = sorted(p.name for p in (root / "usr/local/lib/python3.11/dist-packages").iterdir())
         assert [n for n in local if not n.startswith(("driver_loader", "falco_driver_loader"))] == []
-        probe = ("import requests, click, structlog, packaging, elftools, yaml, zstandard, driver_loader; "
-                 "print(' '.join(m.__file__ for m in (requests, click, structlog, packaging, elftools, yaml, "
-                 "zstandard, driver_loader)))")
+        probe = ("import requests, click, structlog, packaging, elftools, yaml, zstandard, cryptography, nacl, "
+                 "driver_loader; print(' '.join(m.__file__ for m in (requests, click, structlog, packaging, elftools, "
+                 "yaml, zstandard, cryptography, nacl, driver_loader)))")
         proc = subprocess.run(harness.chroot_argv(root, [], ["/usr/bin/python3", "-c", probe]),
                                       capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -100,7 +100,11 @@ DEBIAN_PYTHON_PACKAGES = {
     "click": ("python3-click", "8.1.3"),
     "structlog": ("python3-structlog", "22.3.0"),
     "PyYAML": ("python3-yaml", "6.0"),
+    "cryptography": ("python3-cryptography", "38.0.4"),
 }
+# Optional libraries the image carries beyond pyproject.toml's dependencies: zstandard for .ko.zst modules, nacl to
+# sign with cosign's encrypted key (cosign.key).
+IMAGE_OPTIONAL_PYTHON_PACKAGES = {"python3-zstandard", "python3-nacl"}
 
 
 def runtime_dependencies():
@@ -112,7 +116,8 @@ def runtime_dependencies():
 
 def test_image_takes_every_runtime_dependency_from_debian(dockerfile):
     """The image's Python libraries are Debian's: one python3-* package per dependency in pyproject.toml, at a
-    Debian 12 version that meets its lower bound, and none beyond them but zstandard (for .ko.zst modules)."""
+    Debian 12 version that meets its lower bound, and none beyond them but the optional zstandard (for .ko.zst
+    modules) and nacl (for cosign.key)."""
     from packaging.version import Version
 
     installed = {p for p in apt_installed(final_stage(dockerfile)) if p.startswith("python3-")}
@@ -122,7 +127,7 @@ def test_image_takes_every_runtime_dependency_from_debian(dockerfile):
         package, debian_version = DEBIAN_PYTHON_PACKAGES[name]
         assert Version(debian_version) >= Version(floor), (name, floor, debian_version)
         wanted.add(package)
-    assert installed == wanted | {"python3-zstandard"}, installed ^ (wanted | {"python3-zstandard"})
+    assert installed == wanted | IMAGE_OPTIONAL_PYTHON_PACKAGES, installed ^ (wanted | IMAGE_OPTIONAL_PYTHON_PACKAGES)
 
 
 def test_image_installs_the_loader_without_an_index(dockerfile):
@@ -585,3 +590,23 @@ def test_zipapp_is_self_contained(zipapp_file):
             "structlog", "packaging", "elftools", "yaml"} <= tops
     assert not [n for n in names if n.endswith((".so", ".pyd"))]  # pure Python: runs on any CPython >= 3.9
     assert not [n for n in names if "__pycache__" in n]
+
+
+def test_zipapp_leaves_out_cryptography_and_says_so(zipapp_file, tmp_path):
+    """cryptography has no pure-Python part, so the single file has none: using a signature key there is exit 2
+    naming the package, not a traceback. (-S: no site-packages, as on a host without python3-cryptography.)"""
+    import zipfile
+
+    with zipfile.ZipFile(zipapp_file) as archive:
+        assert not [n for n in archive.namelist() if n.startswith(("cryptography/", "cffi/", "nacl/"))]
+    key = tmp_path / "cosign.pub"
+    key.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    probe = (f"import sys; sys.path.insert(0, {str(zipapp_file)!r})\n"
+             "from driver_loader.artifacts import signature\n"
+             "try:\n"
+             f"    signature.load_public_key({str(key)!r})\n"
+             "except signature.SignatureUnavailable as error:\n"
+             "    print(int(error.exit_code), error.hint)\n")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("2 ") and "python3-cryptography" in result.stdout, result.stdout
