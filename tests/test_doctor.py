@@ -405,7 +405,7 @@ def test_doctor_on_this_machine():
     assert result.returncode == doc["verdict"]["exit_code"]
     names = [c["name"] for c in doc["checks"]]
     assert names == ["host", "host root", "modules", "signatures", "modern_ebpf", "driver type", "driver version",
-                     "probe reader", "loaded module", "privileges", "cache", "repositories", "prebuilt", "build"]
+                     "probe reader", "artifact signatures", "loaded module", "privileges", "cache", "repositories", "prebuilt", "build"]
     assert {c["status"] for c in doc["checks"]} <= {PASS, WARN, FAIL, SKIP}
     if check_support().supported:
         assert result.returncode == 0
@@ -452,3 +452,45 @@ def test_the_probe_reader_check_is_only_about_the_legacy_probe(node):
 def test_no_falco_leaves_the_probe_reader_unknown(node):
     checks, _ = node(types=("--type", "ebpf"))
     assert checks["probe reader"].status == SKIP and "unknown" in checks["probe reader"].summary
+
+
+@pytest.fixture(scope="module")
+def public_key(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                    "k.pem"], cwd=directory, check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "pkey", "-in", "k.pem", "-pubout", "-out", "k.pub"], cwd=directory, check=True,
+                   capture_output=True, timeout=60)
+    return directory / "k.pub"
+
+
+def test_without_a_key_doctor_says_signatures_are_not_checked(node, tmp_path):
+    checks, _ = node("--repo", file_repo(tmp_path), "--no-compile")
+    check = checks["artifact signatures"]
+    assert check.status == SKIP and "neither required nor checked" in check.summary and "--verify-key" in check.advice
+
+
+def test_with_a_key_a_prebuilt_without_a_signature_beside_it_would_be_refused(node, tmp_path, public_key):
+    checks, verdict = node("--repo", file_repo(tmp_path), "--no-compile", "--verify-key", str(public_key))
+    assert checks["artifact signatures"].status == PASS and str(public_key) in checks["artifact signatures"].summary
+    assert checks["prebuilt"].status == WARN and "no signature is published" in checks["prebuilt"].summary
+    assert verdict.exit_code == ExitCode.VERIFICATION and "no signature beside it" in verdict.message
+    # With a signature published beside it, install would go on to download it and check the signature.
+    (tmp_path / "repo" / VERSION / "x86_64" / f"{FILENAME}.sig").write_text("MEUCIQ==\n")
+    checks, verdict = node("--repo", file_repo(tmp_path), "--no-compile", "--verify-key", str(public_key))
+    assert checks["prebuilt"].status == PASS and verdict.exit_code == ExitCode.OK
+
+
+def test_an_unusable_key_is_what_install_would_fail_on(node, tmp_path):
+    bad = tmp_path / "not-a-key.pub"
+    bad.write_text("hello\n")
+    checks, verdict = node("--repo", file_repo(tmp_path), "--verify-key", str(bad))
+    assert checks["artifact signatures"].status == FAIL and str(bad) in checks["artifact signatures"].summary
+    assert verdict.exit_code == ExitCode.USAGE
+
+
+def test_a_cached_entry_without_the_required_signature_is_not_counted(node, tmp_path, public_key):
+    _cache(tmp_path, "sha256-sidecar")
+    checks, verdict = node("--no-download", "--no-compile", "--verify-key", str(public_key))
+    assert verdict.exit_code == ExitCode.VERIFICATION
+    assert "no valid signature by the required key" in checks["cache"].summary + checks["cache"].advice

@@ -273,3 +273,89 @@ def test_a_module_for_another_kernel_is_refused_by_download(server, download, tm
     assert result.returncode == 4, result.stderr
     assert "6.8.0-31-generic" in result.stderr
     assert not cached(download.cache_dir).exists()
+
+
+# -- --verify-key: a detached <file>.sig beside the artifact, as `cosign sign-blob` writes it -------------------------
+
+@pytest.fixture(scope="module")
+def signing_keys(tmp_path_factory):
+    """Two ECDSA P-256 key pairs made here by the openssl command: the builder's, and somebody else's."""
+    directory = tmp_path_factory.mktemp("keys")
+    for name in ("builder", "other"):
+        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out",
+                        f"{name}.key"], cwd=directory, check=True, capture_output=True, timeout=60)
+        subprocess.run(["openssl", "pkey", "-in", f"{name}.key", "-pubout", "-out", f"{name}.pub"], cwd=directory,
+                       check=True, capture_output=True, timeout=60)
+    return directory
+
+
+def openssl_signature(key: Path, body: bytes) -> str:
+    """What `cosign sign-blob --key` prints: base64 of a DER ECDSA-SHA256 signature, made here by openssl."""
+    import base64
+
+    return base64.b64encode(subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=body,
+                                           capture_output=True, check=True, timeout=60).stdout).decode() + "\n"
+
+
+def test_a_signature_by_the_required_key_is_verified_and_recorded(server, download, signing_keys):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    server.expect_request(artifact_path() + ".sha256").respond_with_data(sha256(BODY))
+    server.expect_request(artifact_path() + ".sig").respond_with_data(
+        openssl_signature(signing_keys / "builder.key", BODY))
+    result = download("--repo", server.url_for("/driver"), "--verify-key", str(signing_keys / "builder.pub"),
+                      "--output", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["signed_by"] and len(document["signed_by"]) == 16
+    assert "signature verified" in result.stderr
+    # The cache remembers which key vouched for the entry: a second run reuses it without asking the server.
+    server.clear()
+    again = download("--repo", server.url_for("/driver"), "--verify-key", str(signing_keys / "builder.pub"),
+                     "--output", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["source"] == "cache"
+    # ... but a run that requires another key does not take the entry on the first key's word: it downloads again,
+    # and the builder's signature is not the other key's.
+    server.no_handler_status_code = 404
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    server.expect_request(artifact_path() + ".sig").respond_with_data(
+        openssl_signature(signing_keys / "builder.key", BODY))
+    other = download("--repo", server.url_for("/driver"), "--verify-key", str(signing_keys / "other.pub"))
+    assert other.returncode == 4, other.stderr
+    assert "not reusing the cached artifact" in other.stderr and "is not valid for key" in other.stderr
+
+
+@pytest.mark.parametrize("signature", ["other key", "missing", "garbage", "another file"])
+def test_a_missing_or_wrong_signature_is_exit_4_and_nothing_is_kept(server, download, signing_keys, signature):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    server.expect_request(artifact_path() + ".sha256").respond_with_data(sha256(BODY))
+    sig = {"other key": openssl_signature(signing_keys / "other.key", BODY),
+           "garbage": "not base64 at all!\n",
+           "another file": openssl_signature(signing_keys / "builder.key", BODY + b"\0")}.get(signature)
+    if sig is not None:
+        server.expect_request(artifact_path() + ".sig").respond_with_data(sig)
+    result = download("--repo", server.url_for("/driver"), "--verify-key", str(signing_keys / "builder.pub"))
+    assert result.returncode == 4, result.stderr
+    assert ("has no signature" if signature == "missing" else "is not valid for key") in result.stderr
+    assert f"sha256:{sha256(BODY)}" in result.stderr and ".sig" in result.stderr
+    assert not cached(download.cache_dir).exists()
+    assert not any(p.is_file() for p in download.cache_dir.rglob("*") if not p.name.startswith("."))
+
+
+def test_without_a_key_no_signature_is_asked_for(server, download):
+    server.expect_request(artifact_path()).respond_with_data(BODY)
+    result = download("--repo", server.url_for("/driver"))
+    assert result.returncode == 0, result.stderr
+    assert not any(request.path.endswith(".sig") for request, _ in server.log)
+
+
+def test_an_unusable_key_file_is_exit_2_before_anything_is_fetched(server, download, tmp_path):
+    bad = tmp_path / "rsa.pub"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out",
+                    str(tmp_path / "rsa.key")], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "pkey", "-in", str(tmp_path / "rsa.key"), "-pubout", "-out", str(bad)], check=True,
+                   capture_output=True, timeout=60)
+    result = download("--repo", server.url_for("/driver"), "--verify-key", str(bad))
+    assert result.returncode == 2, result.stderr
+    assert str(bad) in result.stderr
+    assert len(server.log) == 0

@@ -31,23 +31,30 @@ OTHER = "b" * 64
 # How each source's bytes can have been checked when they were obtained.
 EVIDENCE_BY_SOURCE = {
     Source.CACHE: list(Evidence),
-    Source.DOWNLOAD: [Evidence.SIDECAR, Evidence.SUMS, Evidence.PINNED, Evidence.RECORDED, Evidence.UNCHECKED],
+    Source.DOWNLOAD: [Evidence.SIDECAR, Evidence.SUMS, Evidence.PINNED, Evidence.OCI_DIGEST, Evidence.RECORDED,
+                      Evidence.UNCHECKED],
     Source.BUILD: [Evidence.LOCAL_BUILD],
     Source.FILE: [Evidence.RECORDED],
 }
 PINS = {"no pin": None, "matching pin": Pin(GOOD, "--sha256"), "contradicting pin": Pin(OTHER, "checksums file x")}
 ELF = {"elf fits": ElfVerdict(True), "elf does not fit": ElfVerdict(False, ("vermagic flags differ",), "rebuild")}
+# (the key --verify-key requires, the key a signature was verified with when the artifact was obtained)
+SIGNERS = {"no key required": (None, ""), "signed by the required key": ("key1", "key1"),
+           "signed by another key": ("key1", "key2"), "unsigned, a key required": ("key1", "")}
 
 
-def expected(policy, evidence, pin_name, elf_name):
+def expected(policy, evidence, pin_name, elf_name, signer_name="no key required"):
     """The rule, written out independently of the implementation."""
+    required, signed_by = SIGNERS[signer_name]
+    if required is not None and evidence is not Evidence.LOCAL_BUILD and signed_by != required:
+        return False, f"no valid signature by the required key {required}"
     if policy is VerifyPolicy.OFF:
         checksum_ok, why = True, "not checked"
     elif pin_name == "contradicting pin":
         checksum_ok, why = False, "does not match the digest pinned"
     elif pin_name == "matching pin":
         checksum_ok, why = True, "pinned"
-    elif evidence in (Evidence.PINNED, Evidence.SIDECAR, Evidence.SUMS, Evidence.LOCAL_BUILD):
+    elif evidence in (Evidence.PINNED, Evidence.SIDECAR, Evidence.SUMS, Evidence.OCI_DIGEST, Evidence.LOCAL_BUILD):
         checksum_ok, why = True, "verified by"
     elif policy is VerifyPolicy.STRICT:
         checksum_ok, why = False, "--verify strict requires"
@@ -61,17 +68,20 @@ def expected(policy, evidence, pin_name, elf_name):
 
 
 CASES = [
-    (source, policy, evidence, pin_name, elf_name)
+    (source, policy, evidence, pin_name, elf_name, signer_name)
     for source, evidences in EVIDENCE_BY_SOURCE.items()
-    for policy, evidence, pin_name, elf_name in itertools.product(VerifyPolicy, evidences, PINS, ELF)
+    for policy, evidence, pin_name, elf_name, signer_name in itertools.product(VerifyPolicy, evidences, PINS, ELF,
+                                                                                 SIGNERS)
 ]
 
 
-@pytest.mark.parametrize(("source", "policy", "evidence", "pin_name", "elf_name"), CASES,
+@pytest.mark.parametrize(("source", "policy", "evidence", "pin_name", "elf_name", "signer_name"), CASES,
                          ids=["-".join(str(part) for part in case) for case in CASES])
-def test_one_rule_for_every_source(source, policy, evidence, pin_name, elf_name):
-    decision = artifact_decision(ChecksumRecord(GOOD, evidence), ELF[elf_name], policy=policy, pin=PINS[pin_name])
-    usable, why = expected(policy, evidence, pin_name, elf_name)
+def test_one_rule_for_every_source(source, policy, evidence, pin_name, elf_name, signer_name):
+    required, signed_by = SIGNERS[signer_name]
+    decision = artifact_decision(ChecksumRecord(GOOD, evidence, signed_by=signed_by), ELF[elf_name], policy=policy,
+                                 pin=PINS[pin_name], signer=required)
+    usable, why = expected(policy, evidence, pin_name, elf_name, signer_name)
     assert decision.usable is usable
     assert why in decision.reason
     if not usable:
@@ -151,3 +161,17 @@ def test_a_refused_cache_entry_says_why():
     assert "--verify strict" in plan.steps[0].detail
     (judgement,) = plan.cache
     assert not judgement.decision.usable and judgement.decision.hint
+
+
+@pytest.mark.parametrize(("signed_by", "kinds"), [
+    ("key1", (StepKind.USE_CACHE,)),
+    ("", (StepKind.FAIL,)),
+    ("key2", (StepKind.FAIL,)),
+])
+def test_a_required_key_decides_whether_the_cache_is_used(signed_by, kinds):
+    entry = CachedArtifact("/c/x.ko", ChecksumRecord(GOOD, Evidence.OCI_DIGEST, signed_by=signed_by))
+    plan = acquisition_steps(DriverType.KMOD, Observations(cached=(entry,)), policy=VerifyPolicy.AUTO,
+                             download=False, compile=False, version_fallback=False, signer="key1")
+    assert plan.kinds() == kinds
+    if kinds == (StepKind.FAIL,):
+        assert "required key key1" in plan.steps[0].detail

@@ -123,6 +123,19 @@ ROWS = {
         (env("FALCOCTL_DRIVER_CONFIG_UPDATE_FALCO", "true"), True),
         (config({"config": {"update_falco": False}}), False),
     ], True),
+    "signature key": (lambda s: s.verify.key, [
+        (flag("--verify-key", "/flag/cosign.pub"), "/flag/cosign.pub"),
+        (env("FALCOCTL_DRIVER_VERIFY_KEY", "/env/cosign.pub"), "/env/cosign.pub"),
+        (config({"verifyKey": "/config/cosign.pub"}), "/config/cosign.pub"),
+    ], None),
+    "registry auth file": (lambda s: s.registry.auth_file, [
+        (flag("--registry-auth-file", "/flag/auth.json"), "/flag/auth.json"),
+        (env("REGISTRY_AUTH_FILE", "/env/auth.json"), "/env/auth.json"),
+    ], None),
+    "registry plain http": (lambda s: s.registry.plain_http, [
+        (flag("--registry-plain-http"), True),
+        (env("FALCOCTL_DRIVER_REGISTRY_PLAIN_HTTP", "false"), False),
+    ], False),
     "cache dir": (lambda s: s.cache_dir, [
         (flag("--cache-dir", "/flag/cache"), "/flag/cache"),
         (env("HOME", "/home/someone"), "/home/someone/.falco"),
@@ -223,3 +236,15 @@ def test_printenv_json_shows_the_winning_sources(argv, host_root, tmp_path, monk
     assert doc["repos"] == ["https://legacy.example/d"]  # DRIVERS_REPO > config
     assert doc["kernel_release"] == "5.15.0-1009-aws"
     assert doc["target_id"] == "ubuntu-aws"
+
+
+def test_registry_credentials_come_in_pairs(tmp_path, monkeypatch):
+    from driver_loader.core.errors import UsageError
+
+    monkeypatch.setattr(_options, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.yaml"))
+    _, settings = settings_for(["printenv", "--registry-username", "builder"],
+                               {"FALCOCTL_DRIVER_REGISTRY_PASSWORD": "s3cret-token"})
+    assert (settings.registry.username, settings.registry.password) == ("builder", "s3cret-token")
+    assert "s3cret-token" not in repr(settings)
+    with pytest.raises(UsageError, match="both a user name and a password"):
+        settings_for(["printenv", "--registry-username", "builder"], {})

@@ -43,6 +43,9 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _LOCK_ATTEMPTS = 100
 
 Progress = Callable[[int, Optional[int]], None]
+# Called with the digest of the bytes written, before they are stored: returns the id of the key whose signature
+# over them it verified, or raises VerificationError, and nothing is stored.
+Vouch = Callable[[str], str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +56,14 @@ class CacheEntry:
     url: Optional[str]
     verified_by: str
     created: str
+    signed_by: str = ""  # the id of the key whose signature was verified before the entry was stored
 
     @property
     def record(self) -> ChecksumRecord:
         """What the policy judges: the digest, and how it was checked when stored (an unknown record counts as
         only recorded)."""
-        return ChecksumRecord(self.sha256, Evidence.parse(self.verified_by) or Evidence.RECORDED, self.url or "")
+        return ChecksumRecord(self.sha256, Evidence.parse(self.verified_by) or Evidence.RECORDED, self.url or "",
+                              signed_by=self.signed_by)
 
 
 class UnsafeCachePathError(LoaderError):
@@ -84,7 +89,8 @@ class Cache(Protocol):
     def stream_into(self, path: str, chunks: Iterable[bytes], *, max_size: int, verified_by: str,
                     expected_size: Optional[int] = None, expected_sha256: Optional[str] = None,
                     expectation_source: str = "", url: Optional[str] = None,
-                    progress: Optional[Progress] = None) -> CacheEntry: ...
+                    progress: Optional[Progress] = None, signed_by: str = "",
+                    vouch: Optional[Vouch] = None) -> CacheEntry: ...
 
     def store_file(self, path: str, source_file: str, *, verified_by: str, url: Optional[str] = None,
                    expected_sha256: Optional[str] = None) -> CacheEntry: ...
@@ -250,7 +256,8 @@ class ArtifactCache:
                     self._unlink(dir_fd, name, path)
                 return None
             return CacheEntry(path=self._normalize(path), sha256=sha256, size=size, url=meta.get("url"),
-                              verified_by=meta["verified_by"], created=meta["created"])
+                              verified_by=meta["verified_by"], created=meta["created"],
+                              signed_by=meta.get("signed_by", ""))
 
     def stream_into(
         self,
@@ -264,9 +271,12 @@ class ArtifactCache:
         expectation_source: str = "",
         url: Optional[str] = None,
         progress: Optional[Progress] = None,
+        signed_by: str = "",
+        vouch: Optional[Vouch] = None,
     ) -> CacheEntry:
         """Write `chunks` to `path` atomically, hashing as they arrive. With `expected_sha256`, a mismatch
-        raises VerificationError and leaves the cache as it was."""
+        raises VerificationError and leaves the cache as it was; so does `vouch` refusing the digest.
+        `signed_by` records a signature verified before the bytes came."""
         if expected_size is not None and expected_size > max_size:
             raise ArtifactTooLarge(f"artifact is {expected_size} bytes, more than the maximum of {max_size}",
                                    hint="raise --max-size if this size is expected")
@@ -282,13 +292,17 @@ class ArtifactCache:
                         hint="the repository served a different file than its checksum describes; "
                              "nothing was kept",
                     )
+                if vouch is not None:
+                    signed_by = vouch(sha256)
                 created = _now()
                 meta = {"sha256": sha256, "size": size, "url": url, "verified_by": verified_by, "created": created}
+                if signed_by:
+                    meta["signed_by"] = signed_by
                 self._commit(dir_fd, temp, name, meta, path)
             finally:
                 temp.discard()  # closes and removes the temp file unless it was installed
             return CacheEntry(path=self._normalize(path), sha256=sha256, size=size, url=url,
-                              verified_by=verified_by, created=created)
+                              verified_by=verified_by, created=created, signed_by=signed_by)
 
     def store_file(self, path: str, source_file: str, *, verified_by: str, url: Optional[str] = None,
                    expected_sha256: Optional[str] = None) -> CacheEntry:
@@ -324,7 +338,8 @@ class ArtifactCache:
                 meta = _load_meta(os.path.join(directory, filename), artifact)
                 if meta is not None and os.path.isfile(artifact) and not os.path.islink(artifact):
                     yield CacheEntry(path=artifact, sha256=meta["sha256"], size=meta["size"], url=meta.get("url"),
-                                     verified_by=meta["verified_by"], created=meta["created"])
+                                     verified_by=meta["verified_by"], created=meta["created"],
+                                     signed_by=meta.get("signed_by", ""))
 
     # -- paths and directories --------------------------------------------------------------------------------
 
@@ -616,4 +631,6 @@ def _parse_meta(raw: bytes) -> dict:
         raise ValueError("has no valid verified_by or created")
     if meta.get("url") is not None and not isinstance(meta.get("url"), str):
         raise ValueError("has an invalid url")
+    if not isinstance(meta.get("signed_by", ""), str):
+        raise ValueError("has an invalid signed_by")
     return meta

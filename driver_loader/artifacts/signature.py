@@ -36,6 +36,7 @@ import re
 from typing import TYPE_CHECKING, Any, Optional, Tuple, Union
 
 from driver_loader.core.errors import UsageError, VerificationError
+from driver_loader.core.settings import Settings
 from driver_loader.system.files import UnreadableFile, read_regular_file
 
 if TYPE_CHECKING:
@@ -471,3 +472,15 @@ def _digest_bytes(sha256_hex: str) -> bytes:
 
 def _digest_text(digest: str) -> str:
     return f"sha256:{digest.lower()}" if _SHA256_HEX.fullmatch(digest) else digest
+
+
+def required_key(settings: Settings) -> Optional[PublicKey]:
+    """The key whose valid signature every artifact needs (`--verify-key`), or None when signatures are not
+    required. Loaded where it is needed, so that a run without a key never imports the cryptography."""
+    return load_public_key(settings.verify.key) if settings.verify.key else None
+
+
+def required_signer(settings: Settings) -> Optional[str]:
+    """The id of the required key, as the acquisition policy and cache records name it."""
+    key = required_key(settings)
+    return key.key_id if key is not None else None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from driver_loader.artifacts.cache import ArtifactCache, Cache, CacheEntry
 from driver_loader.artifacts.elf import inspect_artifact, read_artifact
+from driver_loader.artifacts.signature import required_signer
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NoDriverError, UsageError, VerificationError
 from driver_loader.core.headers import headers_hint
@@ -411,7 +412,8 @@ def _reusable(cache: Cache, path: str, settings: Settings) -> Optional[CacheEntr
     entry = cache.lookup(path)
     if entry is None:
         return None
-    decision = checksum_decision(entry.record, policy=VerifyPolicy(settings.verify.policy), pin=None)
+    decision = checksum_decision(entry.record, policy=VerifyPolicy(settings.verify.policy), pin=None,
+                                 signer=required_signer(settings))
     if not decision.usable:
         log.info("not reusing the cached artifact; building", path=path, reason=decision.reason)
         return None

@@ -19,7 +19,7 @@ from driver_loader.core.distros import UNDETERMINED
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import ExitCode, LoaderError
 from driver_loader.core.plan import Plan
-from driver_loader.core.policy import STRICT_HINT, AcquisitionPlan, StepKind, nothing_usable_exit_code
+from driver_loader.core.policy import SIGNATURE_HINT, STRICT_HINT, AcquisitionPlan, StepKind, nothing_usable_exit_code
 from driver_loader.core.settings import Settings
 from driver_loader.core.versions import release_core
 
@@ -95,8 +95,10 @@ class ArtifactProbe:
     outcome: str  # "found", "absent" or "error"
     detail: str
     version: str
-    # Found, but --verify strict would refuse it: no pin, no sidecar and no SHA256SUMS entry for it.
+    # Found, but --verify strict would refuse it: no pin, no sidecar and no SHA256SUMS entry for it; or (unsigned)
+    # --verify-key requires a signature and none is published beside it.
     unverifiable: bool = False
+    unsigned: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +140,8 @@ class Observations:
     artifacts: Tuple[ArtifactProbe, ...] = ()
     nearest: Tuple[str, ...] = ()
     falco_libs: Optional[str] = None  # `falco --version`'s libs_version, read for the legacy eBPF probe only
+    signer: Optional[str] = None  # the id of the --verify-key key, when it could be read
+    signer_error: Optional[LoaderError] = None  # why the --verify-key key could not be read
 
 
 def nearest_releases(release: str, filenames, prefix: str, extension: str,
@@ -174,6 +178,7 @@ def evaluate(obs: Observations) -> Tuple[List[Check], Verdict]:
         _type_check(obs),
         _version_check(obs),
         _probe_reader_check(obs, kind),
+        _artifact_signatures_check(obs, kind),
         _loaded_check(obs, kind),
         _privileges_check(obs, kind),
         _cache_check(obs, kind),
@@ -280,6 +285,21 @@ def _probe_reader_check(obs: Observations, kind: Optional[DriverType]) -> Check:
     )
 
 
+def _artifact_signatures_check(obs: Observations, kind: Optional[DriverType]) -> Check:
+    if kind is not None and not kind.has_artifact:
+        return Check("artifact signatures", SKIP, f"{kind} has no artifact to sign")
+    key = obs.settings.verify.key
+    if not key:
+        return Check("artifact signatures", SKIP, "neither required nor checked (no --verify-key): an artifact is "
+                     "trusted on its checksum alone",
+                     "to accept only drivers your builder signed, pass --verify-key with its public key "
+                     "(FALCOCTL_DRIVER_VERIFY_KEY)")
+    if obs.signer_error is not None:
+        return Check("artifact signatures", FAIL, obs.signer_error.message, obs.signer_error.hint)
+    return Check("artifact signatures", PASS, f"required: a valid signature by key {obs.signer} ({key}); a driver "
+                 "built on this node needs none")
+
+
 def _version_check(obs: Observations) -> Check:
     plan = obs.plan
     if plan is not None:
@@ -384,6 +404,9 @@ def _prebuilt_check(obs: Observations, kind: Optional[DriverType]) -> Check:
     errors = [a for a in obs.artifacts if a.outcome == "error"]
     names = ", ".join(obs.plan.filenames)
     unverifiable = [a for a in obs.artifacts if a.outcome == "found" and a.unverifiable]
+    if unverifiable and unverifiable[0].unsigned:
+        return Check("prebuilt", WARN, f"{unverifiable[0].url} exists, but no signature is published beside it "
+                     f"(.sig) and --verify-key requires one by key {obs.signer}", SIGNATURE_HINT)
     if unverifiable:
         return Check("prebuilt", WARN, f"{unverifiable[0].url} exists, but no checksum is published for it and "
                      "--verify strict refuses it", STRICT_HINT)
@@ -401,6 +424,8 @@ def _build_check(obs: Observations, kind: Optional[DriverType]) -> Check:
         return Check("build", SKIP, _not_needed(kind))
     if not obs.settings.compile:
         return Check("build", SKIP, "local builds are off (--no-compile)")
+    if obs.signer_error is not None:
+        return Check("build", SKIP, "not looked at: install would stop on the --verify-key key first")
     assert obs.headers is not None and obs.sources is not None  # looked for whenever a build is on
     problems = [found.error for found in (obs.headers, obs.sources) if found is not None and found.error]
     missing_tools = [tool for tool, path in obs.tools.items() if path is None]
@@ -424,6 +449,9 @@ def _verdict(obs: Observations, kind: Optional[DriverType]) -> Verdict:
         error = obs.plan_error
         assert error is not None  # no plan, because resolving it failed
         return Verdict(error.exit_code, f"install would fail: {error.message}", error.hint)
+    if obs.signer_error is not None and kind is not None and kind.has_artifact:
+        return Verdict(obs.signer_error.exit_code, f"install would fail: {obs.signer_error.message}",
+                       obs.signer_error.hint)
     if kind is DriverType.MODERN_EBPF:
         return Verdict(ExitCode.OK, "install would succeed: modern_ebpf is built into Falco, nothing to load")
     if kind is DriverType.KMOD and _loaded_compatible(obs):
@@ -449,6 +477,9 @@ def _verdict(obs: Observations, kind: Optional[DriverType]) -> Verdict:
     if obs.settings.download and any(a.outcome == "error" for a in obs.artifacts):
         return Verdict(ExitCode.RUNTIME, "install would fail: no build is possible and the repositories could not "
                        "all be asked", "see the repositories check")
+    if obs.settings.download and any(a.outcome == "found" and a.unsigned for a in obs.artifacts):
+        return Verdict(ExitCode.VERIFICATION, "install would fail: the prebuilt driver has no signature beside it and "
+                       f"--verify-key requires one by key {obs.signer}", SIGNATURE_HINT)
     if obs.settings.download and any(a.outcome == "found" and a.unverifiable for a in obs.artifacts):
         return Verdict(ExitCode.VERIFICATION, "install would fail: the prebuilt driver has no published checksum and "
                        "--verify strict refuses it", STRICT_HINT)

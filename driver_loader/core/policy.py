@@ -40,6 +40,7 @@ class Evidence(str, enum.Enum):
     PINNED = "sha256-pinned"
     SIDECAR = "sha256-sidecar"
     SUMS = "sha256sums"
+    OCI_DIGEST = "sha256-oci-digest"  # the layer digest of the manifest pulled from an OCI registry
     LOCAL_BUILD = "local-build"
     RECORDED = "none (recorded digest)"
     UNCHECKED = "none (verification off)"
@@ -50,7 +51,7 @@ class Evidence(str, enum.Enum):
     @property
     def checked(self) -> bool:
         """True when the bytes were compared with a digest someone else vouched for, or built here."""
-        return self in (Evidence.PINNED, Evidence.SIDECAR, Evidence.SUMS, Evidence.LOCAL_BUILD)
+        return self in (Evidence.PINNED, Evidence.SIDECAR, Evidence.SUMS, Evidence.OCI_DIGEST, Evidence.LOCAL_BUILD)
 
     @classmethod
     def parse(cls, value: str) -> Optional[Evidence]:
@@ -75,6 +76,7 @@ class ChecksumRecord:
     sha256: str
     evidence: Evidence
     expected_from: str = ""  # where the expected digest came from, for messages
+    signed_by: str = ""  # the id of the key whose signature was verified when it was obtained, if any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +106,27 @@ STRICT_HINT = ("pin it with --sha256 or --checksums, publish a .sha256 sidecar o
                "or use --verify auto")
 
 
-def checksum_decision(record: ChecksumRecord, *, policy: VerifyPolicy, pin: Optional[Pin]) -> Decision:
-    """Does the artifact's digest satisfy the checksum policy? A pin wins over everything else."""
+SIGNATURE_HINT = ("publish it signed by that key (falco-driver-loader publish --sign-key, or cosign sign-blob for a "
+                  "file beside its .sig), or drop --verify-key to accept unsigned artifacts")
+
+
+def signature_refusal(record: ChecksumRecord, signer: Optional[str]) -> Optional[Decision]:
+    """With a required signing key (`--verify-key`), an artifact is usable only when a signature by that key was
+    verified when it was obtained. A driver built on this node from its own sources needs none: it never travelled."""
+    if signer is None or record.evidence is Evidence.LOCAL_BUILD or record.signed_by == signer:
+        return None
+    other = f" (it was verified against key {record.signed_by})" if record.signed_by else ""
+    return Decision(False, f"sha256 {record.sha256} has no valid signature by the required key {signer}{other}",
+                    hint=SIGNATURE_HINT)
+
+
+def checksum_decision(record: ChecksumRecord, *, policy: VerifyPolicy, pin: Optional[Pin],
+                      signer: Optional[str] = None) -> Decision:
+    """Does the artifact's digest satisfy the checksum policy, and carry the required signature? A pin wins over
+    every other source of a digest; a required signature is required whatever the checksum policy."""
+    refusal = signature_refusal(record, signer)
+    if refusal is not None:
+        return refusal
     if policy is VerifyPolicy.OFF:
         return Decision(True, "checksums are not checked (--verify off)", evidence=Evidence.UNCHECKED)
     if pin is not None:
@@ -138,9 +159,10 @@ def checksum_required_before_download(policy: VerifyPolicy, pin: Optional[Pin],
 
 
 def artifact_decision(record: ChecksumRecord, elf: ElfVerdict, *, policy: VerifyPolicy,
-                      pin: Optional[Pin]) -> Decision:
-    """The one rule, for every source: the checksum satisfies the policy and the ELF fits the kernel judged."""
-    checksum = checksum_decision(record, policy=policy, pin=pin)
+                      pin: Optional[Pin], signer: Optional[str] = None) -> Decision:
+    """The one rule, for every source: the checksum satisfies the policy (with the required signature) and the ELF
+    fits the kernel judged."""
+    checksum = checksum_decision(record, policy=policy, pin=pin, signer=signer)
     if not checksum.usable:
         return checksum
     if not elf.ok:
@@ -250,6 +272,7 @@ def acquisition_steps(
     download: bool,
     compile: bool,
     version_fallback: bool,
+    signer: Optional[str] = None,
 ) -> AcquisitionPlan:
     """The ordered steps: keep the loaded module, use the cache, download, other versions in range, build.
     Each later step runs only when the earlier ones produced nothing usable."""
@@ -261,7 +284,8 @@ def acquisition_steps(
         if loaded.fits:
             return AcquisitionPlan((Step(StepKind.KEEP_LOADED, f"{loaded.name} {loaded.version}"),), ())
         steps.append(Step(StepKind.REPLACE_LOADED, f"{loaded.name} {loaded.version or '(no version)'}"))
-    judged = tuple(CacheJudgement(entry, checksum_decision(entry.record, policy=policy, pin=entry.pin))
+    judged = tuple(CacheJudgement(entry, checksum_decision(entry.record, policy=policy, pin=entry.pin,
+                                                                signer=signer))
                    for entry in observed.cached)
     steps += [Step(StepKind.USE_CACHE, j.decision.reason, j.entry.path) for j in judged if j.decision.usable]
     if download:

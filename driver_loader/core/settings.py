@@ -72,6 +72,19 @@ class VerifyOptions(NamedTuple):  # not a frozen dataclass: defined at every sta
     policy: VerifyPolicy = VerifyPolicy.AUTO
     sha256: Optional[str] = None
     checksums_file: Optional[str] = None
+    # A PEM public key (cosign.pub): when set, an artifact is used only with a valid signature by it.
+    key: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach OCI registries: explicit credentials (else the Docker/Podman auth files), the auth file to read,
+    and whether plain http may be used for a registry that is not on loopback."""
+
+    username: Optional[str] = None
+    password: Optional[str] = dataclasses.field(default=None, repr=False)
+    auth_file: Optional[str] = None
+    plain_http: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +106,7 @@ class Settings:
     version_fallback: bool = True
     http: HttpOptions = HttpOptions()
     verify: VerifyOptions = VerifyOptions()
+    registry: RegistryOptions = RegistryOptions()
     unload_retries: int = 5
     persist: bool = False
     dry_run: bool = False
@@ -399,8 +413,14 @@ def resolve_settings(
     sha = _first(flags.get("sha256"))
     if sha is not None and not _SHA256.match(str(sha)):
         raise UsageError(f"--sha256 expects 64 hex digits, got {sha!r}")
+    key_source, key = _pick(("--verify-key", flags.get("verify_key")),
+                            ("FALCOCTL_DRIVER_VERIFY_KEY", env.get("FALCOCTL_DRIVER_VERIFY_KEY")),
+                            (cfg.where("verifykey"), cfg.path_value("verifykey")))
+    if key is not None and (not str(key).strip() or "\x00" in str(key)):
+        raise UsageError(f"the signature key ({key_source}) must name a PEM public key file, got {key!r}")
     verify = VerifyOptions(policy=policy, sha256=sha.lower() if sha else None,
-                           checksums_file=_first(flags.get("checksums")))
+                           checksums_file=_first(flags.get("checksums")), key=str(key) if key else None)
+    registry = _registry_options(flags, env)
 
     update_source, update_falco = _pick(
         ("--update-falco", flags.get("update_falco")),
@@ -439,6 +459,7 @@ def resolve_settings(
         version_fallback=bool(_first(flags.get("version_fallback"), True)),
         http=http,
         verify=verify,
+        registry=registry,
         unload_retries=_count("--unload-retries", _first(flags.get("unload_retries"), 5), minimum=0,
                               maximum=MAX_UNLOAD_RETRIES),
         persist=bool(_first(flags.get("persist"), False)),
@@ -446,6 +467,25 @@ def resolve_settings(
         build_timeout=_seconds(build_source or "--build-timeout", _first(build_timeout, DEFAULT_BUILD_TIMEOUT)),
         tool_timeout=_seconds(tool_source or "--tool-timeout", _first(tool_timeout, DEFAULT_TOOL_TIMEOUT)),
         output=output,
+    )
+
+
+def _registry_options(flags: Mapping[str, Any], env: Mapping[str, str]) -> RegistryOptions:
+    username = _first(flags.get("registry_username"), env.get("FALCOCTL_DRIVER_REGISTRY_USERNAME"))
+    password = _first(flags.get("registry_password"), env.get("FALCOCTL_DRIVER_REGISTRY_PASSWORD"))
+    if (username is None) != (password is None):
+        raise UsageError(
+            "registry credentials need both a user name and a password (or token)",
+            hint="set --registry-username and FALCOCTL_DRIVER_REGISTRY_PASSWORD together, or neither to use the "
+                 "Docker/Podman auth file",
+        )
+    plain_source, plain = _pick(("--registry-plain-http", flags.get("registry_plain_http")),
+                                ("FALCOCTL_DRIVER_REGISTRY_PLAIN_HTTP", env.get("FALCOCTL_DRIVER_REGISTRY_PLAIN_HTTP")))
+    return RegistryOptions(
+        username=str(username) if username is not None else None,
+        password=str(password) if password is not None else None,
+        auth_file=_first(flags.get("registry_auth_file"), env.get("REGISTRY_AUTH_FILE")),
+        plain_http=_flag_value(plain_source, plain) if plain is not None else False,
     )
 
 

@@ -12,7 +12,15 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
-from driver_loader.artifacts.cache import ArtifactCache, ArtifactTooLarge, Cache, CacheEntry, IncompleteDownload
+from driver_loader.artifacts.cache import (
+    ArtifactCache,
+    ArtifactTooLarge,
+    Cache,
+    CacheEntry,
+    IncompleteDownload,
+    Vouch,
+)
+from driver_loader.artifacts.signature import SignatureError, required_key, verify_file_digest
 from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
 from driver_loader.core.naming import Candidate, repo_prefix
 from driver_loader.core.plan import Plan
@@ -47,6 +55,8 @@ NETWORK_ADVICE = ("check the node's network, DNS and proxy (HTTPS_PROXY, NO_PROX
 # The version fallback tries at most this many other versions, highest (nearest the default's major) first: each
 # costs a few requests per candidate and repository, and an index may list thousands.
 MAX_FALLBACK_VERSIONS = 5
+# A detached signature is about a hundred bytes of base64.
+SIGNATURE_LIMIT = 4096
 
 Progress = Callable[[int, Optional[int]], None]
 
@@ -59,6 +69,7 @@ class FetchResult:
     url: str
     verified_by: str
     source: str  # 'cache' or 'download'
+    signed_by: str = ""  # the id of the key whose signature was verified, if one was
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +117,7 @@ class _Fetcher:
         self.checksums = ChecksumResolver(settings.verify, self._get_document)
         self.index = VersionIndex(self._get_document)
         self.published: Dict[str, Optional[Tuple[str, ...]]] = {}
+        self.key = required_key(settings)
         self.attempts: List[Attempt] = []
         self.notes: List[str] = []
 
@@ -208,19 +220,21 @@ class _Fetcher:
                 if verified_by:
                     log.info("using the cached artifact", path=entry.path, sha256=entry.sha256,
                              verified_by=verified_by)
-                    return FetchResult(entry.path, version, entry.sha256, entry.url or "", verified_by, "cache")
+                    return FetchResult(entry.path, version, entry.sha256, entry.url or "", verified_by, "cache",
+                                       entry.signed_by)
             for url in candidate.urls:
                 entry = self._download(url, candidate)
                 if entry is not None:
                     return FetchResult(entry.path, version, entry.sha256, entry.url or redact_url(url),
-                                       entry.verified_by, "download")
+                                       entry.verified_by, "download", entry.signed_by)
         return None
 
     def _reusable(self, entry: CacheEntry, location: str) -> Optional[str]:
         """How the cached entry counts as verified under the current policy, or None to download again. The
         policy decides; the same question is asked by install, --dry-run and doctor."""
         decision = checksum_decision(entry.record, policy=VerifyPolicy(self.settings.verify.policy),
-                                     pin=self.checksums.pin(location))
+                                     pin=self.checksums.pin(location),
+                                     signer=self.key.key_id if self.key is not None else None)
         if not decision.usable:
             log.info("not reusing the cached artifact; downloading again", path=entry.path, reason=decision.reason)
             return None
@@ -269,6 +283,7 @@ class _Fetcher:
         refusal = checksum_required_before_download(VerifyPolicy(policy), None, published=expectation is not None)
         if refusal is not None:
             raise VerificationError(f"{candidate.filename}: {refusal.reason}", hint=refusal.hint)
+        vouch = self._detached_signature(url) if self.key is not None else None
         with self.session.get_stream(url) as response:
             try:
                 entry = self.cache.stream_into(
@@ -281,6 +296,7 @@ class _Fetcher:
                     verified_by=_verified_by(expectation, policy),
                     url=redact_url(url),
                     progress=self.progress,
+                    vouch=vouch,
                 )
             except (HttpFailure, IncompleteDownload) as failure:
                 raise _BrokenTransfer(failure) from None
@@ -288,6 +304,25 @@ class _Fetcher:
             log.warning("the repository publishes no checksum for this artifact; recorded the digest of what was "
                         "downloaded", url=redact_url(url), sha256=entry.sha256)
         return entry
+
+    def _detached_signature(self, url: str) -> Vouch:
+        """With --verify-key, an artifact from an HTTP or file repository needs `<url>.sig` beside it, as `cosign
+        sign-blob` writes it. It is read before the artifact (one connection at a time) and checked against the
+        digest of the bytes that arrive, before they are stored."""
+        key = self.key
+        assert key is not None
+        sig_url = signature_url(url)
+        text = self.session.get_document(sig_url, limit=SIGNATURE_LIMIT)
+
+        def vouch(sha256: str) -> str:
+            if text is None:
+                raise SignatureError(key, sha256, missing=True, where=redact_url(sig_url))
+            if not verify_file_digest(key, sha256, text):
+                raise SignatureError(key, sha256, missing=False, where=redact_url(sig_url))
+            log.info("signature verified", url=redact_url(sig_url), key=key.key_id, sha256=sha256)
+            return key.key_id
+
+        return vouch
 
     def _http_detail(self, failure: HttpFailure, url: str) -> str:
         if failure.url == redact_url(url):
@@ -330,6 +365,12 @@ class _Fetcher:
             hint="; ".join(hints or ["check the network, proxy and TLS settings (--log-level debug shows more)"])
             + "; or " + ADVICE,
         )
+
+
+def signature_url(artifact_url: str) -> str:
+    """`<artifact>.sig`, keeping the artifact URL's query string (a signed URL's token) on it."""
+    base, sep, query = artifact_url.partition("?")
+    return f"{base}.sig" + (f"?{query}" if sep else "")
 
 
 def _verified_by(expectation: Optional[Expectation], policy: str) -> str:

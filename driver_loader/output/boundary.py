@@ -34,6 +34,9 @@ _lock = threading.RLock()  # re-entrant: a signal handler may report while the m
 # Options and variables whose values are HTTP headers, as `Key: Value` (several separated by commas).
 _HEADER_OPTIONS = ("--http-header", "--http-headers")
 _HEADER_VARIABLES = ("FALCOCTL_DRIVER_HTTP_HEADERS",)
+# Options and variables whose whole value is a secret: registry passwords and tokens, signing key passwords.
+_SECRET_OPTIONS = ("--registry-password",)
+_SECRET_VARIABLES = ("FALCOCTL_DRIVER_REGISTRY_PASSWORD", "COSIGN_PASSWORD", "FALCOCTL_DRIVER_SIGN_KEY_PASSWORD")
 
 
 def remember(values: Iterable[str]) -> None:
@@ -75,10 +78,13 @@ def learn(argv: Sequence[str], env: Mapping[str, str]) -> None:
     every URL in them, and the values of HTTP header options and variables."""
     urls: List[str] = []
     headers: List[Tuple[str, str]] = []
+    secrets: List[str] = []
     for index, arg in enumerate(argv):
         if "://" in arg:
             urls += _urls_in(arg)
         option, sep, value = arg.partition("=")
+        if option in _SECRET_OPTIONS:
+            secrets.append(value if sep else argv[index + 1] if index + 1 < len(argv) else "")
         if option in _HEADER_OPTIONS:
             if sep:
                 headers += header_pairs(value)
@@ -89,6 +95,9 @@ def learn(argv: Sequence[str], env: Mapping[str, str]) -> None:
             urls += _urls_in(value)
         if name in _HEADER_VARIABLES:
             headers += header_pairs(value)
+        if name in _SECRET_VARIABLES:
+            secrets.append(value)
+    remember(s for s in secrets if s)
     remember_urls(urls)
     remember_headers(headers)
 

@@ -72,8 +72,17 @@ def observe(settings: Settings, *, kernel=None, modern_support=None) -> Observat
         plan=plan,
         plan_error=plan_error,
     )
+    if settings.verify.key:
+        from driver_loader.artifacts.signature import required_signer
+
+        try:
+            obs = dataclasses.replace(obs, signer=required_signer(settings))
+        except LoaderError as error:
+            obs = dataclasses.replace(obs, signer_error=error)
     if plan is None or not plan.driver_type.has_artifact:
         return obs
+    if obs.signer_error is not None:
+        return obs  # install would stop on the unreadable key before looking anywhere
     if plan.driver_type is DriverType.EBPF:
         from driver_loader.host.version_source import falco_libs_version
 
@@ -92,6 +101,7 @@ def observe(settings: Settings, *, kernel=None, modern_support=None) -> Observat
     )
     if settings.compile:
         obs = dataclasses.replace(obs, **_build_inputs(plan, settings))
+
     if settings.download and plan.candidates:
         obs = dataclasses.replace(obs, **_network(plan, settings))
     return obs
@@ -183,10 +193,24 @@ def _probe_candidates(session, candidates, version: str, settings: Settings) -> 
             probe = _probe_url(session, url, version)
             if probe.outcome == "found" and _strict_would_refuse(session, url, settings):
                 probe = dataclasses.replace(probe, unverifiable=True)
+            elif probe.outcome == "found" and settings.verify.key and not _signature_published(session, url):
+                probe = dataclasses.replace(probe, unverifiable=True, unsigned=True)
             probes.append(probe)
             if probe.outcome == "found" and not probe.unverifiable:
                 return tuple(probes)
     return tuple(probes)
+
+
+def _signature_published(session, url: str) -> bool:
+    """With --verify-key, install needs `<url>.sig`; whether it verifies needs the artifact's bytes, which doctor
+    does not download."""
+    from driver_loader.net.fetch import signature_url
+
+    try:
+        session.get_stream(signature_url(url)).close()
+        return True
+    except HttpFailure:
+        return False
 
 
 def _strict_would_refuse(session, url: str, settings: Settings) -> bool:

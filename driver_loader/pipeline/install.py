@@ -13,6 +13,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+from driver_loader.artifacts import signature
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, NetworkError, NoDriverError, UnsupportedHostError, VerificationError
 from driver_loader.core.plan import Plan
@@ -335,6 +336,7 @@ def acquisition_plan(plan: Plan, settings: Settings, cache: Any, loaded: Optiona
         Observations(loaded=observed_loaded, cached=cached),
         policy=VerifyPolicy(settings.verify.policy),
         download=settings.download, compile=settings.compile, version_fallback=settings.version_fallback,
+        signer=signature.required_signer(settings),
     )
 
 

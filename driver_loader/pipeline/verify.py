@@ -10,6 +10,7 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
+from driver_loader.artifacts.signature import required_signer
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, VerificationError
 from driver_loader.core.plan import Plan
@@ -48,21 +49,22 @@ class Artifact:
     source: Source
     evidence: Evidence
     expected_from: str = ""
+    signed_by: str = ""
 
     @property
     def record(self) -> ChecksumRecord:
-        return ChecksumRecord(self.sha256, self.evidence, self.expected_from)
+        return ChecksumRecord(self.sha256, self.evidence, self.expected_from, self.signed_by)
 
     @classmethod
     def cached(cls, path: str, record: ChecksumRecord) -> Artifact:
-        return cls(path, record.sha256, Source.CACHE, record.evidence, record.expected_from)
+        return cls(path, record.sha256, Source.CACHE, record.evidence, record.expected_from, record.signed_by)
 
     @classmethod
     def fetched(cls, result: FetchResult) -> Artifact:
         """What the fetcher returned: a reused cache entry or a download, with how it was checked."""
         source = Source.CACHE if result.source == Source.CACHE.value else Source.DOWNLOAD
         return cls(result.path, result.sha256, source, Evidence.parse(result.verified_by) or Evidence.RECORDED,
-                   result.url)
+                   result.url, result.signed_by)
 
     @classmethod
     def built(cls, result: BuildResult) -> Artifact:
@@ -153,7 +155,8 @@ def open_verified(artifact: Artifact, plan: Plan, settings: Settings, kernel: Ru
         elf = decompress(raw, filename=artifact.path)
         info = inspect_artifact(elf, filename=artifact.path)
         findings = elf_findings(info, plan, settings, kernel)
-        decision = artifact_decision(artifact.record, verdict_of(findings), policy=policy, pin=pin)
+        decision = artifact_decision(artifact.record, verdict_of(findings), policy=policy, pin=pin,
+                                     signer=required_signer(settings))
         if not decision.usable:
             raise VerificationError(
                 f"{artifact.path} may not be used: {decision.reason}; nothing was loaded",

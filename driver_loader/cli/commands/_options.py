@@ -109,6 +109,19 @@ FETCH_OPTIONS = [
                  help="auto: verify when a checksum exists; strict: require one; off."),
     SharedOption("--version-fallback/--no-version-fallback", default=None,
                  help="Look for other versions in the compatible range when the default has no artifact."),
+    SharedOption("--verify-key", default=None,
+                 help="PEM public key (cosign.pub): use only artifacts with a valid signature by it "
+                      "(env FALCOCTL_DRIVER_VERIFY_KEY)."),
+    SharedOption("--registry-username", default=None,
+                 help="User name for oci:// registries, with FALCOCTL_DRIVER_REGISTRY_PASSWORD "
+                      "(default: the Docker/Podman auth file)."),
+    SharedOption("--registry-password", default=None, hidden=True,
+                 help="Password or token for oci:// registries; prefer FALCOCTL_DRIVER_REGISTRY_PASSWORD."),
+    SharedOption("--registry-auth-file", default=None,
+                 help="Docker/Podman auth file for oci:// registries (default REGISTRY_AUTH_FILE, "
+                      "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)."),
+    SharedOption("--registry-plain-http", is_flag=True, default=None,
+                 help="Allow plain http to oci:// registries that are not on loopback (explicit opt-in)."),
 ]
 
 BUILD_OPTIONS = [

@@ -45,6 +45,7 @@ def command(**flags) -> None:
             "sha256": result.sha256,
             "url": result.url,
             "verified_by": str(verified.decision.evidence),
+            "signed_by": result.signed_by or None,
             "source": result.source,
             "driver_type": str(plan.driver_type),
         }, indent=2))
