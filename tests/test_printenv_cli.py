@@ -86,7 +86,7 @@ def test_missing_version_exits_2_naming_every_source(host_root):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--repo", "ftp://mirror/driver"], "not an http, https or file URL"),
+        (["--repo", "ftp://mirror/driver"], "not an http, https, file or oci URL"),
         (["--type", "floppy"], "unsupported driver type"),
         (["--arch", "sparc"], "unsupported architecture"),
     ],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 # A value that reaches a URL or a file path must be one plain path segment made of the characters real kernel
@@ -72,16 +72,18 @@ def cache_path(cache_dir: str, driver_version: str, arch: str, filename: str) ->
 
 
 def build_candidates(
-    filenames: Sequence[str], cache_dir: str, driver_version: str, arch: str, repos: Sequence[str]
+    filenames: Sequence[str], cache_dir: str, driver_version: str, arch: str, repos: Sequence[str],
+    url: Callable[[str, str, str, str], str] = artifact_url,
 ) -> Tuple[Candidate, ...]:
-    """Candidates in try order: one per file name, each with one URL per repo in repo order."""
+    """Candidates in try order: one per file name, each with one URL per repo in repo order. `url(repo, version,
+    arch, file name)` names the artifact in one repository (see plan.artifact_location)."""
     if unsafe_reason("driver version", driver_version) or unsafe_reason("arch", arch):
         return ()
     return tuple(
         Candidate(
             filename=fn,
             cache_path=cache_path(cache_dir, driver_version, arch, fn),
-            urls=tuple(artifact_url(repo, driver_version, arch, fn) for repo in repos),
+            urls=tuple(url(repo, driver_version, arch, fn) for repo in repos),
         )
         for fn in filenames
     )

@@ -228,6 +228,27 @@ def parse_oci_repository(text: str) -> OciRepository:
     return OciRepository(registry=registry, repository=path, digest=digest)
 
 
+def artifact_reference(repository: str, driver_name: str, driver_version: str, arch: str, file_name: str) -> str:
+    """Where one driver file lives in an `oci://` repository: `oci://HOST/PATH:TAG` with the layout's tag, or the
+    repository itself when it pins a manifest digest (`oci://HOST/PATH@sha256:...`). It stands in the candidate's
+    list of URLs, beside the https:// and file:// ones."""
+    repo = parse_oci_repository(repository)
+    if repo.digest:
+        return repo.display
+    return f"{repo.display}:{artifact_tag(driver_name, driver_version, arch, file_name)}"
+
+
+def parse_artifact_reference(reference: str) -> Tuple[OciRepository, Optional[str]]:
+    """The repository and tag of an artifact_reference (the tag is None when a digest is pinned)."""
+    head, _, last = reference.rpartition("/")
+    if "@" not in last and ":" in last:
+        component, _, tag = last.partition(":")
+        if not TAG_RE.fullmatch(tag):
+            raise _reference_error(reference, f"tag {_show(tag)} is not a valid tag")
+        return parse_oci_repository(f"{head}/{component}"), tag
+    return parse_oci_repository(reference), None
+
+
 def _parse_registry(text: str, authority: str) -> str:
     if not authority:
         raise _reference_error(text, "it names no registry host")

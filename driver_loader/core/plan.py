@@ -6,6 +6,7 @@ first, the legacy loader's second when it differs), their URLs and cache paths. 
 
 from __future__ import annotations
 
+import functools
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from driver_loader.core.distros import UNDETERMINED, discover
@@ -13,7 +14,8 @@ from driver_loader.core.distros.base import DistroTarget, HostFacts, Naming
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import UnsupportedHostError
 from driver_loader.core.kernelrelease import parse_kernel_release
-from driver_loader.core.naming import Candidate, artifact_filename, build_candidates, unsafe_reason
+from driver_loader.core.naming import Candidate, artifact_filename, artifact_url, build_candidates, unsafe_reason
+from driver_loader.core.oci import artifact_reference, is_oci_reference
 from driver_loader.core.settings import Settings
 from driver_loader.core.versions import CompatibleRange, compatible_range, publishes_ebpf_probe
 
@@ -58,7 +60,20 @@ class Plan(NamedTuple):  # not a frozen dataclass: defined at every start, and t
 
     def candidates_for_version(self, version: str) -> Tuple[Candidate, ...]:
         """The same artifact names, for another driver version (the version fallback)."""
-        return build_candidates(self.filenames, self.settings.cache_dir, version, self.arch, self.settings.repos)
+        return _candidates(self.filenames, self.settings, version, self.arch)
+
+
+def artifact_location(driver_name: str, repo: str, driver_version: str, arch: str, file_name: str) -> str:
+    """Where a repository keeps one artifact: `<repo>/<version>/<arch>/<file>` for http(s) and file://, the
+    layout's tag (or pinned digest) for oci:// (docs/oci-layout.md)."""
+    if is_oci_reference(repo):
+        return artifact_reference(repo, driver_name, driver_version, arch, file_name)
+    return artifact_url(repo, driver_version, arch, file_name)
+
+
+def _candidates(filenames: Sequence[str], settings: Settings, version: str, arch: str) -> Tuple[Candidate, ...]:
+    return build_candidates(filenames, settings.cache_dir, version, arch, settings.repos,
+                            url=functools.partial(artifact_location, settings.driver_name))
 
 
 def artifact_filenames(
@@ -113,7 +128,7 @@ def make_plan(
             filenames = ()
     else:
         filenames = ()
-    candidates = build_candidates(filenames, settings.cache_dir, requirement.version, facts.arch, settings.repos)
+    candidates = _candidates(filenames, settings, requirement.version, facts.arch)
     return Plan(
         settings=settings,
         driver_type=driver_type,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from driver_loader.core.driver_types import DEFAULT_TYPES, DriverType, parse_driver_types, split_list
 from driver_loader.core.errors import UsageError
 from driver_loader.core.naming import unsafe_reason
+from driver_loader.core.oci import is_oci_reference, parse_oci_repository
 
 DEFAULT_REPO = "https://download.falco.org/driver"
 DEFAULT_CONFIG_PATH = "/etc/falcoctl/falcoctl.yaml"
@@ -133,6 +134,9 @@ def normalize_arch(arch: str) -> str:
 def parse_repos(values: Any) -> Tuple[str, ...]:
     repos = tuple(split_list(_as_list(values)))
     for repo in repos:
+        if is_oci_reference(repo):
+            parse_oci_repository(repo)  # raises a UsageError saying what is wrong with it
+            continue
         try:
             parts = urlsplit(repo)
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
@@ -144,8 +148,8 @@ def parse_repos(values: Any) -> Tuple[str, ...]:
         scheme = parts.scheme.lower()
         if scheme not in ALLOWED_REPO_SCHEMES:
             raise UsageError(
-                f"repository {repo!r} is not an http, https or file URL",
-                hint="give --repo as https://host/path, http://host/path or file:///path",
+                f"repository {repo!r} is not an http, https, file or oci URL",
+                hint="give --repo as https://host/path, http://host/path, file:///path or oci://registry/path",
             )
         if scheme != "file" and not parts.hostname:
             raise UsageError(f"repository {repo!r} has no host", hint="give --repo as https://host/path")

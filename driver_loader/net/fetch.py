@@ -23,8 +23,10 @@ from driver_loader.artifacts.cache import (
 from driver_loader.artifacts.signature import SignatureError, required_key, verify_file_digest
 from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
 from driver_loader.core.naming import Candidate, repo_prefix
+from driver_loader.core.oci import is_oci_reference, parse_artifact_reference
 from driver_loader.core.plan import Plan
 from driver_loader.core.policy import (
+    Evidence,
     VerifyPolicy,
     checksum_decision,
     checksum_required_before_download,
@@ -43,6 +45,7 @@ from driver_loader.output.log import get_logger
 
 if TYPE_CHECKING:
     from driver_loader.net.http import LoaderSession
+    from driver_loader.net.oci_pull import OciPuller
 
 log = get_logger(__name__)
 
@@ -118,6 +121,7 @@ class _Fetcher:
         self.index = VersionIndex(self._get_document)
         self.published: Dict[str, Optional[Tuple[str, ...]]] = {}
         self.key = required_key(settings)
+        self._oci: Optional[OciPuller] = None
         self.attempts: List[Attempt] = []
         self.notes: List[str] = []
 
@@ -128,6 +132,14 @@ class _Fetcher:
 
             self._session = build_session(self.settings.http, repos=self.settings.repos)
         return self._session
+
+    @property
+    def oci(self) -> OciPuller:
+        if self._oci is None:
+            from driver_loader.net.oci_pull import OciPuller
+
+            self._oci = OciPuller(self.session, self.settings, self.key)
+        return self._oci
 
     def _get_document(self, url: str) -> Optional[str]:
         return self.session.get_document(url)
@@ -276,6 +288,8 @@ class _Fetcher:
             return entry
 
     def _transfer(self, url: str, candidate: Candidate) -> CacheEntry:
+        if is_oci_reference(url):
+            return self._transfer_oci(url, candidate)
         policy = self.settings.verify.policy
         # The checksum comes first: holding the artifact's response open while asking for its sidecar needs two
         # connections per loader, which deadlocks a fleet against a server that caps its concurrent requests.
@@ -304,6 +318,35 @@ class _Fetcher:
             log.warning("the repository publishes no checksum for this artifact; recorded the digest of what was "
                         "downloaded", url=redact_url(url), sha256=entry.sha256)
         return entry
+
+    def _transfer_oci(self, reference: str, candidate: Candidate) -> CacheEntry:
+        """One driver file from a registry: the manifest's layer digest is the expected checksum (a pin, when
+        there is one, must agree with it before anything is downloaded), and the signature is checked on the
+        manifest digest before the blob is asked for."""
+        from driver_loader.net.oci_pull import pinned_mismatch
+
+        repo, tag = parse_artifact_reference(reference)
+        resolved = self.oci.resolve(repo, tag, candidate.filename, str(self.plan.driver_type))
+        pin = self.checksums.pin(_location(candidate))
+        if pin is not None and pin.sha256.lower() != resolved.layer_sha256:
+            raise pinned_mismatch(resolved, pin.sha256.lower(), pin.origin)
+        response = self.oci.open_layer(resolved, max_size=self.settings.http.max_size)
+        with response:
+            try:
+                return self.cache.stream_into(
+                    candidate.cache_path,
+                    self.session.iter_body(response),
+                    max_size=self.settings.http.max_size,
+                    expected_size=resolved.size,
+                    expected_sha256=resolved.layer_sha256,
+                    expectation_source=resolved.source,
+                    verified_by=str(Evidence.PINNED if pin is not None else Evidence.OCI_DIGEST),
+                    url=f"{repo.display}@{resolved.manifest_digest}",
+                    progress=self.progress,
+                    signed_by=resolved.signed_by,
+                )
+            except (HttpFailure, IncompleteDownload) as failure:
+                raise _BrokenTransfer(failure) from None
 
     def _detached_signature(self, url: str) -> Vouch:
         """With --verify-key, an artifact from an HTTP or file repository needs `<url>.sig` beside it, as `cosign
@@ -365,6 +408,11 @@ class _Fetcher:
             hint="; ".join(hints or ["check the network, proxy and TLS settings (--log-level debug shows more)"])
             + "; or " + ADVICE,
         )
+
+
+def _location(candidate: Candidate) -> str:
+    """`<version>/<arch>/<file>` of a candidate (its cache path's tail), what pins are matched against."""
+    return "/".join(candidate.cache_path.rstrip("/").split("/")[-3:])
 
 
 def signature_url(artifact_url: str) -> str:

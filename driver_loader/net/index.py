@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 from driver_loader.core.errors import HttpFailure
 from driver_loader.core.naming import quote_segment, repo_url
+from driver_loader.core.oci import is_oci_reference
 from driver_loader.core.redaction import redact_url
 from driver_loader.output.log import get_logger
 from driver_loader.system.documents import DocumentLimitError, load_json
@@ -99,7 +100,10 @@ class VersionIndex:
         self._from_site: Dict[str, bool] = {}
 
     def versions(self, repo: str) -> Optional[Tuple[str, ...]]:
-        """The versions `repo` publishes, or None when it offers no index we can read."""
+        """The versions `repo` publishes, or None when it offers no index we can read. A registry's tags name
+        artifacts, not versions (docs/oci-layout.md): an oci:// repository has no version index."""
+        if is_oci_reference(repo):
+            return None
         if repo not in self._versions:
             self._versions[repo] = self._lookup_versions(repo)
         return self._versions[repo]

@@ -21,6 +21,7 @@ from driver_loader.core.doctor import (
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import HttpFailure, LoaderError
 from driver_loader.core.naming import repo_url
+from driver_loader.core.oci import is_oci_reference, parse_artifact_reference, parse_oci_repository
 from driver_loader.core.redaction import redact_url
 from driver_loader.core.settings import Settings
 
@@ -148,7 +149,7 @@ def _network(plan, settings: Settings) -> dict:
     except LoaderError as error:
         return {"session_error": error}
     with session:
-        repos = tuple(_probe_repo(session, repo) for repo in settings.repos)
+        repos = tuple(_probe_repo(session, repo, settings) for repo in settings.repos)
         artifacts = _probe_candidates(session, plan.candidates, plan.driver_version, settings)
         nearest: Tuple[str, ...] = ()
         if not any(a.outcome == "found" and not a.unverifiable for a in artifacts):
@@ -162,7 +163,9 @@ def _network(plan, settings: Settings) -> dict:
     return {"repos": repos, "artifacts": artifacts, "nearest": nearest}
 
 
-def _probe_repo(session, repo: str) -> RepoProbe:
+def _probe_repo(session, repo: str, settings: Settings) -> RepoProbe:
+    if is_oci_reference(repo):
+        return _probe_registry(session, repo, settings)
     parts = urlsplit(repo)
     if parts.scheme == "file":
         path = unquote(parts.path)
@@ -175,6 +178,39 @@ def _probe_repo(session, repo: str) -> RepoProbe:
         if failure.status is not None:
             return RepoProbe(repo, True, f"answered HTTP {failure.status}")
         return RepoProbe(repo, False, f"{redact_url(repo)}: {failure.message}")
+
+
+def _probe_registry(session, repo: str, settings: Settings) -> RepoProbe:
+    """A registry answers its API root (/v2/); any HTTP status counts, 401 being the usual one."""
+    from driver_loader.net.oci_pull import OciPuller
+
+    client = OciPuller(session, settings, None).client(parse_oci_repository(repo))
+    try:
+        session.get_stream(f"{client.scheme}://{client.registry}/v2/").close()
+        return RepoProbe(repo, True, "the registry answered HTTP 200")
+    except HttpFailure as failure:
+        if failure.status is not None:
+            return RepoProbe(repo, True, f"the registry answered HTTP {failure.status}")
+        return RepoProbe(repo, False, f"{repo}: {failure.message}")
+
+
+def _probe_tag(session, reference: str, version: str, settings: Settings) -> ArtifactProbe:
+    """Whether the registry has a manifest at the artifact's tag (HEAD; nothing is downloaded)."""
+    from driver_loader.core.oci import signature_tag
+    from driver_loader.net.oci_pull import OciPuller
+
+    repo, tag = parse_artifact_reference(reference)
+    client = OciPuller(session, settings, None).client(repo)
+    try:
+        found = client.manifest_digest(repo.digest or tag or "")
+        signed = found is not None and bool(settings.verify.key) and \
+            client.manifest_digest(signature_tag(found)) is not None
+    except LoaderError as failure:
+        return ArtifactProbe(reference, "error", failure.message, version)
+    if found is None:
+        return ArtifactProbe(reference, "absent", "no manifest at that tag", version)
+    unsigned = bool(settings.verify.key) and not signed
+    return ArtifactProbe(reference, "found", f"manifest {found}", version, unverifiable=unsigned, unsigned=unsigned)
 
 
 def _probe_url(session, url: str, version: str) -> ArtifactProbe:
@@ -190,6 +226,11 @@ def _probe_candidates(session, candidates, version: str, settings: Settings) -> 
     probes: List[ArtifactProbe] = []
     for candidate in candidates:
         for url in candidate.urls:
+            if is_oci_reference(url):  # content-addressed: the manifest's digest is the checksum
+                probes.append(_probe_tag(session, url, version, settings))
+                if probes[-1].outcome == "found" and not probes[-1].unverifiable:
+                    return tuple(probes)
+                continue
             probe = _probe_url(session, url, version)
             if probe.outcome == "found" and _strict_would_refuse(session, url, settings):
                 probe = dataclasses.replace(probe, unverifiable=True)
