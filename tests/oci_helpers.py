@@ -48,9 +48,10 @@ class Pusher:
         self.headers = {}
 
     def _send(self, method: str, url: str, **kwargs):
+        headers = kwargs.pop("headers", {})  # for the retry after a 401 too (an Accept header matters)
         for _ in range(2):
             answer = self.session.request(method, url, timeout=10, verify=self.verify,
-                                          headers={**kwargs.pop("headers", {}), **self.headers}, **kwargs)
+                                          headers={**headers, **self.headers}, **kwargs)
             challenge = answer.headers.get("WWW-Authenticate", "")
             if answer.status_code != 401 or not self.registry.username:
                 return answer
