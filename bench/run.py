@@ -11,8 +11,11 @@ Nothing here asserts: it measures, compares with the targets and says which were
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -20,9 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Counter, Dict, List, Optional, Sequence, Set, Tuple
 
+import kmod
 import measure
+import registry
 import server
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -403,6 +408,224 @@ def _fleet_row(runs: Sequence[measure.Run], repo: server.Repository, *, shared: 
     )
 
 
+# The registry fleet's simulated kernel: a Debian release no repository has a prebuilt for.
+REGISTRY_KERNEL_RELEASES = {"x86_64": "6.1.0-99-amd64", "aarch64": "6.1.0-99-arm64"}
+REGISTRY_KERNEL_VERSION = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.999-1"
+REGISTRY_DRIVER_VERSION = "8.0.0+driver"
+REGISTRY_REPOSITORY = "fleet"
+REGISTRY_TAG_GOAL = 3  # requests per node for a tag: token, manifest and blob
+REGISTRY_SIGNATURE_REQUESTS = 2  # with --verify-key: the signature manifest and its payload
+REGISTRY_AGENT = "fdl-bench"  # each loader's User-Agent starts with it, so the access log names the node
+
+
+def registry_rows(ctx: Context) -> List[Row]:
+    """A fleet on a kernel nobody has a prebuilt for, against an OCI registry (Debian's docker-registry on
+    127.0.0.1): every node finds nothing (each would build); one builder compiles the module and publishes it,
+    signed; the same nodes then pull it and verify the signature. Requests are counted per node from the registry's
+    access log (each node has its own User-Agent)."""
+    nodes = 20 if ctx.quick else 50
+    limit = 120.0 if ctx.quick else 300.0  # seconds before every loader still running is killed
+    arch = kmod.HOST_ARCH
+    if arch is None:
+        raise RuntimeError(f"the registry fleet row simulates an x86_64 or aarch64 kernel, not {platform.machine()}")
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl is needed to make the builder's signing key (apt-get install openssl)")
+    work = os.path.join(ctx.workdir, "registry-fleet")
+    root = os.path.join(work, "host")
+    os.makedirs(os.path.join(root, "etc"))
+    with open(os.path.join(root, "etc", "os-release"), "w", encoding="utf-8") as handle:
+        handle.write('ID=debian\nVERSION_ID="12"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')
+    release = REGISTRY_KERNEL_RELEASES[arch]
+    target = ["--type", "kmod", "--driver-version", REGISTRY_DRIVER_VERSION, "--kernel-release", release,
+              "--kernel-version", REGISTRY_KERNEL_VERSION, "--arch", arch, "--host-root", root]
+    env = {k: v for k, v in ctx.env.items() if k not in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG")}
+    env["XDG_RUNTIME_DIR"] = os.path.join(work, "run")  # no auth file of the machine's
+    key, public_key = _signing_key(work, env)
+    with registry.Registry(os.path.join(work, "registry"), limit=3 * limit + 600) as reg:
+        repo = reg.oci_url(REGISTRY_REPOSITORY)
+
+        def node(phase: str, index: int) -> List[str]:
+            cache = os.path.join(work, f"{phase}-{index}")
+            agent = f"User-Agent: {REGISTRY_AGENT}-{phase}-{index}"
+            return ctx.loader("download", *target, "--repo", repo, "--cache-dir", cache, "--verify", "strict",
+                              "--verify-key", public_key, "--output", "json", "--http-header", agent)
+
+        # one node first, alone: it writes the bytecode cache, which the fleet would otherwise all compile at once
+        measure.run(node("warm-up", 0), timeout=limit, env=env, cwd=work)
+        before = measure.run_all([node("before", i) for i in range(nodes)], timeout=limit, env=env, cwd=work)
+        built_sha256, builder_notes = _build_and_publish(ctx, env, work, target, repo, key)
+        after: List[measure.Run] = []
+        alone: Optional[measure.Run] = None
+        if built_sha256:
+            after = measure.run_all([node("after", i) for i in range(nodes)], timeout=limit, env=env, cwd=work)
+            # one more node on its own, for the time a pull takes when the machine is not starting 50 others
+            alone = measure.run(node("alone", 0), timeout=limit, env=env, cwd=work)
+        accesses = reg.accesses()
+    fleet = RegistryFleet(nodes=nodes, release=release, limit=limit, accesses=accesses, built_sha256=built_sha256)
+    return [fleet.row(before, after, alone, builder_notes)]
+
+
+def _signing_key(work: str, env: Dict[str, str]) -> Tuple[str, str]:
+    """The builder's ECDSA P-256 key pair, made by the openssl command: (private key, public key)."""
+    key, public_key = os.path.join(work, "builder.key"), os.path.join(work, "builder.pub")
+    for argv in (["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
+                 ["openssl", "pkey", "-in", key, "-pubout", "-out", public_key]):
+        made = measure.run(argv, timeout=60, env=env, cwd=work)
+        if not made.ok:
+            raise RuntimeError("making the signing key failed: " + made.describe_failure())
+    return key, public_key
+
+
+def _build_and_publish(ctx: Context, env: Dict[str, str], work: str, target: Sequence[str], repo: str,
+                       key: str) -> Tuple[str, List[str]]:
+    """The builder: compile the module once (a real ELF whose vermagic names the simulated kernel), put it in its
+    cache the way a node's `download` would (from a file:// mirror, with a .sha256 sidecar), and `publish` it to
+    the registry, signed. Returns the module's SHA-256 ("" when a step failed) and notes saying what each step
+    took, or why it failed."""
+    named = measure.run(ctx.loader("printenv", *target), timeout=60, env=env, cwd=work)
+    if not named.ok:
+        return "", ["the builder's printenv failed: " + named.describe_failure()]
+    facts = dict(line.split("=", 1) for line in named.stdout.decode("utf-8", "replace").splitlines() if "=" in line)
+    facts = {k: v.strip('"') for k, v in facts.items()}
+    file_name = f"{facts['DRIVER_NAME']}_{facts['TARGET_ID']}_{facts['FIXED_KERNEL_RELEASE']}_" \
+                f"{facts['FIXED_KERNEL_VERSION']}.ko"
+    mirror = os.path.join(work, "builder-output")
+    directory = os.path.join(mirror, REGISTRY_DRIVER_VERSION, facts["ARCH"])
+    os.makedirs(directory)
+    module = os.path.join(directory, file_name)
+    started = time.monotonic()
+    kmod.make_kmod(module, kernel_release=facts["KERNEL_RELEASE"], version=REGISTRY_DRIVER_VERSION)
+    compiled = time.monotonic() - started
+    with open(module, "rb") as handle:
+        built_sha256 = hashlib.sha256(handle.read()).hexdigest()
+    with open(module + ".sha256", "w", encoding="utf-8") as handle:
+        handle.write(f"{built_sha256}  {file_name}\n")
+    cache = os.path.join(work, "builder-cache")
+    cached = measure.run(ctx.loader("download", *target, "--repo", f"file://{mirror}", "--cache-dir", cache,
+                                    "--verify", "strict"), timeout=120, env=env, cwd=work)
+    if not cached.ok:
+        return "", [f"the builder's download of its module into its cache failed: {cached.describe_failure()}"]
+    published = measure.run(ctx.loader("publish", *target, "--repo", repo, "--cache-dir", cache, "--sign-key", key),
+                            timeout=120, env=env, cwd=work)
+    if not published.ok:
+        return "", [f"the builder's publish failed: {published.describe_failure()}"]
+    said = published.stdout.decode("utf-8", "replace").strip().splitlines()
+    return built_sha256, [
+        f"builder: compiled {file_name} (gcc, vermagic {facts['KERNEL_RELEASE']}) in {compiled:.2f} s, took it "
+        f"into its cache (download from file://, --verify strict) in {cached.wall:.2f} s, published it signed "
+        f"(publish --sign-key) in {published.wall:.2f} s" + (f": {said[-1].split(' (', 1)[0][:240]}" if said else "")]
+
+
+@dataclasses.dataclass
+class RegistryFleet:
+    """What the registry fleet row reads from its runs and the registry's access log."""
+
+    nodes: int
+    release: str
+    limit: float
+    accesses: List[registry.Access]
+    built_sha256: str
+
+    def row(self, before: Sequence[measure.Run], after: Sequence[measure.Run], alone: Optional[measure.Run],
+            builder_notes: List[str]) -> Row:
+        nodes, goal = self.nodes, REGISTRY_TAG_GOAL + REGISTRY_SIGNATURE_REQUESTS
+        target = f"all ok; 1 build; <= {goal} requests/node"
+        no_driver = sum(1 for r in before if r.returncode == 3 and not r.timed_out)
+        notes = [f"{nodes} `download --repo oci://127.0.0.1:PORT/{REGISTRY_REPOSITORY} --verify strict --verify-key "
+                 f"builder.pub` processes on one simulated kernel ({self.release}, Debian 12 host root), each with "
+                 "its own cache, started at once, before and after the builder publishes; Debian's docker-registry "
+                 "on 127.0.0.1, anonymous, plain http. Signed, the safe fleet setup: every node requires the "
+                 "builder's signature"]
+        notes.append(f"before publishing: {no_driver}/{nodes} exited 3 (no driver), so {no_driver} nodes would each "
+                     f"have built the module without a registry; {self.describe('before')}; p50 "
+                     f"{measure.percentile([r.wall for r in before], 0.5):.2f} s")
+        odd = [r.describe_failure() for r in before if r.returncode != 3 or r.timed_out]
+        if odd:
+            notes.append(f"{len(odd)} nodes did not exit 3 before publishing, e.g. {odd[0]}")
+        notes += builder_notes
+        builder = [a for a in self.accesses if a.agent.startswith("falco-driver-loader/")]
+        if builder:
+            kinds = collections.Counter(f"{a.method} {self.kind(a)}" for a in builder)
+            notes.append(f"publish made {len(builder)} registry requests: "
+                         + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())))
+        if not after:
+            return Row(name="registry fleet", measured="builder failed", baseline=f"{no_driver}/{nodes} exit 3",
+                       ratio="-", target=target, met=False, notes=notes)
+        verified = sum(1 for r in after if self.verified(r))
+        builds = 1 + (nodes - verified)  # the builder's, and one for each node left without the verified artifact
+        totals = [sum(c.values()) for c in self.per_node("after")]
+        mean, most = sum(totals) / nodes, max(totals)
+        walls = [r.wall for r in after]
+        notes.append(f"after publishing: {verified}/{nodes} ended with the verified artifact (exit 0, the built "
+                     f"module's SHA-256, signed by the builder's key); {self.describe('after')}; the goal is "
+                     f"{REGISTRY_TAG_GOAL} for a tag (token, manifest, driver blob) + {REGISTRY_SIGNATURE_REQUESTS} "
+                     "for the signature (its manifest and payload); an anonymous registry needs no token. Before "
+                     "its first request each node also opens one connection to see whether the loopback registry "
+                     "speaks TLS (not an HTTP request, not in the access log; an https registry is not probed)")
+        cpus = len(os.sched_getaffinity(0))
+        cpu = sum(r.cpu for r in after)
+        notes.append("time to a verified artifact: each process's wall time, from spawn (interpreter start-up "
+                     f"included) to its exit with the artifact verified and cached; the {nodes} processes took "
+                     f"{cpu:.1f} s of CPU in all, {cpu / cpus:.1f} s on each of this machine's {cpus} CPUs, so they "
+                     "mostly queue for the CPU, not for the registry")
+        if alone is not None:
+            alone_requests = sum(self.per_node("alone", 1)[0].values())
+            notes.append(f"one more node alone afterwards: {alone.wall:.2f} s (cpu {alone.cpu:.2f} s), "
+                         f"{alone_requests} requests, " + ("verified" if self.verified(alone) else
+                                                           "FAILED: " + alone.describe_failure()))
+        failures = [r.describe_failure() for r in after if not self.verified(r)]
+        if failures:
+            killed = sum(1 for r in after if r.timed_out)
+            notes.append(f"{len(failures)} failed ({killed} killed after {self.limit:.0f} s), e.g. {failures[0]}")
+        return Row(
+            name="registry fleet",
+            measured=f"{verified}/{nodes} ok, {builds} build{'s' if builds != 1 else ''}, {mean:.2f} "
+                     f"requests/node (max {most})",
+            baseline=f"no registry: {no_driver} builds",
+            ratio=f"p50 {measure.percentile(walls, 0.5):.2f} s, p99 {measure.percentile(walls, 0.99):.2f} s",
+            target=target,
+            met=verified == nodes and builds == 1 and most <= goal and no_driver == nodes,
+            notes=notes,
+        )
+
+    def kind(self, access: registry.Access) -> str:
+        """What a request asked for; a blob is the driver's layer or another (a signature's payload)."""
+        kind = access.kind
+        if kind == "blob":
+            return "driver blob" if self.built_sha256 and access.path.endswith(self.built_sha256) else "other blob"
+        return kind
+
+    def per_node(self, phase: str, nodes: Optional[int] = None) -> List[Counter]:
+        """Each node's requests in `phase`, counted by kind (a node that asked nothing has an empty count)."""
+        counts: Dict[str, Counter] = {}
+        for access in self.accesses:
+            if access.agent.startswith(f"{REGISTRY_AGENT}-{phase}-"):
+                counts.setdefault(access.agent, collections.Counter())[self.kind(access)] += 1
+        return [counts.get(f"{REGISTRY_AGENT}-{phase}-{i}", collections.Counter())
+                for i in range(self.nodes if nodes is None else nodes)]
+
+    def describe(self, phase: str) -> str:
+        counts = self.per_node(phase)
+        total: Counter = collections.Counter()
+        for count in counts:
+            total.update(count)
+        per_node = [sum(c.values()) for c in counts]
+        kinds = ", ".join(f"{kind} {n / self.nodes:.2f}" for kind, n in sorted(total.items())) or "none"
+        return (f"{sum(per_node) / self.nodes:.2f} registry requests per node (min {min(per_node)}, max "
+                f"{max(per_node)}; per node by kind: {kinds})")
+
+    def verified(self, run: measure.Run) -> bool:
+        """Exit 0, and `--output json` naming the built module's digest and a signing key."""
+        if not run.ok:
+            return False
+        try:
+            document = json.loads(run.stdout.decode("utf-8", "replace"))
+        except ValueError:
+            return False
+        return (isinstance(document, dict) and document.get("sha256") == self.built_sha256
+                and bool(document.get("signed_by")))
+
+
 HOSTILE_SECRET = "B3nchS3cr3tT0ken"  # the repository's password; the retry-after mirror echoes it back
 DEFAULT_DOWNLOAD_TIMEOUT = 300.0  # the loader's --download-timeout default, which the row measures against
 RUN_BUDGET_FACTOR = 2.0  # the network part of a run ends within this many download timeouts
@@ -622,6 +845,7 @@ ROWS: Dict[str, Callable[[Context], List[Row]]] = {
     "fastpath": fast_path_rows,
     "download": download_rows,
     "fleet": fleet_rows,
+    "registry": registry_rows,
     "hostile": hostile_rows,
 }
 
