@@ -12,7 +12,7 @@ from driver_loader.cli.main import cli
 
 COMMANDS_DIR = os.path.dirname(_options.__file__)
 SHARED = _options.LOG_OPTIONS + _options.RESOLUTION_OPTIONS + _options.FETCH_OPTIONS + _options.BUILD_OPTIONS + \
-    _options.INSTALL_OPTIONS
+    _options.INSTALL_OPTIONS + _options.PUBLISH_OPTIONS
 SHARED_FLAGS = {flag for option in SHARED for decl in option.decls for flag in decl.split("/") if flag.startswith("-")}
 
 

@@ -8,6 +8,7 @@ SUBCOMMANDS = {
     "download": "download",
     "install": "install",
     "build": "build",
+    "publish": "publish",
     "inspect": "inspect",
     "status": "status",
     "cleanup": "cleanup",

@@ -144,6 +144,20 @@ INSTALL_OPTIONS = [
 ]
 
 
+PUBLISH_OPTIONS = [
+    SharedOption("--publish", "publish_to", default=None, metavar="oci://REGISTRY/REPOSITORY",
+                 help="After a successful local build, push the driver to this OCI repository "
+                      "(docs/oci-layout.md); nodes on the same kernel then pull it instead of building."),
+    SharedOption("--sign-key", default=None, envvar="FALCOCTL_DRIVER_SIGN_KEY",
+                 help="Sign what is published with this ECDSA P-256 private key (PEM PKCS#8/SEC1, or cosign.key; "
+                      "password from FALCOCTL_DRIVER_SIGN_KEY_PASSWORD or COSIGN_PASSWORD), as cosign does."),
+]
+
+# What a build job needs to reach a registry (`build --publish`); install and publish have all of FETCH_OPTIONS.
+REGISTRY_OPTION_NAMES = ("http_timeout", "http_retries", "download_timeout", "http_insecure", "ca_bundle",
+                         "registry_username", "registry_password", "registry_auth_file", "registry_plain_http")
+
+
 def log_options(func: Callable) -> Callable:
     return apply_options(LOG_OPTIONS, func)
 
@@ -164,10 +178,19 @@ def install_options(func: Callable) -> Callable:
     return apply_options(INSTALL_OPTIONS, func)
 
 
+def publish_options(func: Callable) -> Callable:
+    return apply_options(PUBLISH_OPTIONS, func)
+
+
+def registry_options(func: Callable) -> Callable:
+    """The options that reach a registry, for commands without FETCH_OPTIONS."""
+    return apply_options([shared(name) for name in REGISTRY_OPTION_NAMES], func)
+
+
 def shared(name: str, *, help: Optional[str] = None) -> SharedOption:
     """The shared option whose parameter is `name` (e.g. "kernel_release"), for commands that take some options of
     a group and not the others; `help` rewords it for that command without changing the flag."""
-    for option in LOG_OPTIONS + RESOLUTION_OPTIONS + FETCH_OPTIONS + BUILD_OPTIONS + INSTALL_OPTIONS:
+    for option in LOG_OPTIONS + RESOLUTION_OPTIONS + FETCH_OPTIONS + BUILD_OPTIONS + INSTALL_OPTIONS + PUBLISH_OPTIONS:
         if option.name == name:
             return option.with_help(help) if help is not None else option
     raise KeyError(f"no shared option {name!r}")
