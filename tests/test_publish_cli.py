@@ -1,4 +1,4 @@
-"""`publish` end to end: real subprocesses against Debian's docker-registry
+"""`publish`, `build --publish` and `install --publish` end to end: real subprocesses against Debian's docker-registry
 (the CNCF distribution registry) on 127.0.0.1. What is pushed is read back by `download --repo oci://`, by skopeo,
 by openssl and by plain HTTP requests written from docs/oci-layout.md (tests/oci_helpers.py), never by the
 publisher's own code."""
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from download_helpers import DEFAULT_VERSION, FILENAME, sha256
-from elf_fixtures import make_kmod
-from oci_helpers import CONFIG_TYPE, LAYER_TYPES, MANIFEST_TYPE, Pusher, digest, make_key, tag_for
+from elf_fixtures import make_bpf_probe, make_kmod
+from oci_helpers import CONFIG_TYPE, LAYER_TYPES, MANIFEST_TYPE, Pusher, digest, make_key, push_driver, tag_for
 
 from driver_loader.artifacts.cache import ArtifactCache
 
@@ -23,6 +23,7 @@ pytest_plugins = ["registry_fixtures"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE = "6.8.0-79-generic"
 UNAME_V = "#79-Ubuntu SMP PREEMPT_DYNAMIC"
+PROBE = FILENAME.replace(".ko", ".o")
 TAG = tag_for("falco", DEFAULT_VERSION, "x86_64", FILENAME)
 SIGNATURE_CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 SIMPLE_SIGNING_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -442,6 +443,83 @@ def test_a_token_registry_grants_the_push(token_registry, node):
     assert manifest_at(token_registry, repository, TAG)[0] == 200
 
 
+# -- build --publish and install --publish -------------------------------------------------------------------------
+
+@pytest.fixture
+def probe_sources(node):
+    """Driver sources under the node's host root whose bpf/ Makefile "builds" a probe look-alike for RELEASE (the
+    build runs the real make, with clang and llc on PATH), and the headers directory the build looks for."""
+    sources = node.root / "usr" / "src" / f"falco-{DEFAULT_VERSION}" / "bpf"
+    sources.mkdir(parents=True)
+    (node.root / "lib" / "modules" / RELEASE / "build").mkdir(parents=True)
+    prebuilt = make_bpf_probe(node.directory, kernel_version=RELEASE, filename="prebuilt.o")
+    (sources / "Makefile").write_text(f"all:\n\tcp {prebuilt} probe.o\n")
+    return prebuilt.read_bytes()
+
+
+def test_build_publish_pushes_the_build_signed_and_a_reader_pulls_it(registry, node, reader, probe_sources, keys):
+    repository = registry.new_repository()
+    built = node.run("build", "--publish", registry.oci_url(repository), "--sign-key", str(keys["builder"]),
+                     kind="ebpf")
+    assert built.returncode == 0, built.stderr
+    path = built.stdout.strip()
+    assert Path(path).name == PROBE and Path(path).read_bytes() == probe_sources
+    assert "published" in built.stderr and "signed" in built.stderr
+    pulled = reader.run("download", "--repo", registry.oci_url(repository), "--verify-key",
+                        str(keys["builder"].with_suffix(".pub")), "--output", "json", kind="ebpf")
+    assert pulled.returncode == 0, pulled.stderr
+    assert Path(json.loads(pulled.stdout)["path"]).read_bytes() == probe_sources
+
+
+def test_build_publish_fails_the_job_when_the_tag_holds_another_driver(registry, node, probe_sources):
+    repository = registry.new_repository()
+    push_driver(registry, repository, b"\x7fELF another probe", PROBE, kind="ebpf",
+                tag=tag_for("falco", DEFAULT_VERSION, "x86_64", PROBE))
+    built = node.run("build", "--publish", registry.oci_url(repository), "--output", "json", kind="ebpf")
+    assert built.returncode == 1, built.stderr
+    assert "already holds manifest" in built.stderr and "--force" in built.stderr
+
+
+def test_install_publish_pushes_what_it_built_and_a_failed_push_does_not_undo_the_install(registry, node,
+                                                                                           probe_sources, tmp_path):
+    repository = registry.new_repository()
+    falco = ["--falco-config-dir", str(tmp_path / "falco"), "--no-download"]
+    installed = node.run("install", *falco, "--publish", registry.oci_url(repository), "--output", "json",
+                         kind="ebpf")
+    assert installed.returncode == 0, installed.stderr
+    document = json.loads(installed.stdout)
+    assert document["source"] == "build" and document["published"]["status"] == "pushed"
+    tag = tag_for("falco", DEFAULT_VERSION, "x86_64", PROBE)
+    status, raw = manifest_at(registry, repository, tag)
+    assert status == 200 and json.loads(raw)["layers"][0]["digest"] == f"sha256:{sha256(probe_sources)}"
+
+    # Another run reuses its own build from the cache and publishes it too (here: unchanged); a registry that
+    # cannot be reached is a warning, and the probe stays in place.
+    again = node.run("install", *falco, "--publish", registry.oci_url(repository), "--output", "json", kind="ebpf")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["published"]["status"] == "unchanged"
+    unreachable = node.run("install", *falco, "--publish", "oci://127.0.0.1:9/falco/drivers", "--http-retries", "0",
+                           kind="ebpf")
+    assert unreachable.returncode == 0, unreachable.stderr
+    assert "the driver is installed, but publishing it to oci://127.0.0.1:9/falco/drivers failed" in \
+        unreachable.stderr
+    assert unreachable.stdout.strip() == f"FALCO_BPF_PROBE={node.cache_dir / 'falco-bpf.o'}"
+    assert (node.cache_dir / "falco-bpf.o").resolve().read_bytes() == probe_sources
+
+
+def test_install_publish_leaves_a_downloaded_driver_alone(registry, node, tmp_path):
+    repository = registry.new_repository()
+    probe = make_bpf_probe(tmp_path, kernel_version=RELEASE, filename=PROBE)
+    mirror = mirror_with(tmp_path / "mirror", {PROBE: (probe.read_bytes(), None)})
+    installed = node.run("install", "--falco-config-dir", str(tmp_path / "falco"), "--no-compile", "--repo",
+                         f"file://{mirror}", "--publish", registry.oci_url(repository), "--output", "json",
+                         kind="ebpf")
+    assert installed.returncode == 0, installed.stderr
+    assert json.loads(installed.stdout)["published"] is None
+    assert "not built on this node" in installed.stderr
+    assert manifest_at(registry, repository, tag_for("falco", DEFAULT_VERSION, "x86_64", PROBE))[0] == 404
+
+
 # -- usage ---------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("command", "args", "says"), [
@@ -449,6 +527,9 @@ def test_a_token_registry_grants_the_push(token_registry, node):
     ("publish", ("--repo", "oci://127.0.0.1:9/a", "--repo", "oci://127.0.0.1:9/b"), "exactly one"),
     ("publish", ("--repo", "oci://127.0.0.1:9/a@sha256:" + "0" * 64), "pins a manifest digest"),
     ("publish", ("--repo", "oci://127.0.0.1:9/a", "--all", "--from-mirror", "/tmp"), "two different sources"),
+    ("build", ("--publish", "https://download.example/driver"), "expects an oci:// repository"),
+    ("install", ("--sign-key", "/nonexistent.pem"), "give --publish"),
+    ("build", ("--publish", "oci://127.0.0.1:9/a", "--sign-key", "/nonexistent.pem"), "private key"),
 ])
 def test_usage_errors_stop_before_anything_is_built_or_pushed(node, command, args, says):
     result = node.run(command, *args, kind="ebpf")
@@ -461,4 +542,11 @@ def test_publish_without_the_driver_in_the_cache_says_to_download_or_build_it(no
     result = node.run("publish", "--repo", "oci://127.0.0.1:9/falco/drivers")
     assert result.returncode == 3, result.stderr
     assert f"{DEFAULT_VERSION}/x86_64/{FILENAME}" in result.stderr and "download" in result.stderr
+
+
+def test_the_dry_run_says_what_install_would_publish(node, tmp_path):
+    result = node.run("install", "--dry-run", "--falco-config-dir", str(tmp_path / "falco"), "--publish",
+                      "oci://registry.example/falco/drivers", kind="ebpf")
+    assert result.returncode == 0, result.stderr
+    assert "would: if the driver was built here, push it to oci://registry.example/falco/drivers" in result.stdout
 
