@@ -81,7 +81,8 @@ RESOLUTION_OPTIONS = [
                  help="Driver version, e.g. 8.0.0+driver (default: from Falco or /usr/src)."),
     SharedOption("--name", "driver_name", default=None, help="Driver name (default falco)."),
     SharedOption("--repo", "repos", multiple=True, default=None,
-                 help="Repository base URL (http, https, file). Repeatable; tried in order."),
+                 help="Repository: an http(s) or file:// base URL, or oci://REGISTRY/REPOSITORY. Repeatable; tried "
+                      "in order."),
     SharedOption("--cache-dir", default=None, help="Artifact cache directory (default $HOME/.falco)."),
     SharedOption("--config", "config_path", default=None,
                  help=f"falcoctl config file to read driver.* settings from (default {DEFAULT_CONFIG_PATH})."),
