@@ -441,7 +441,8 @@ def registry_rows(ctx: Context) -> List[Row]:
     env = {k: v for k, v in ctx.env.items() if k not in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG")}
     env["XDG_RUNTIME_DIR"] = os.path.join(work, "run")  # no auth file of the machine's
     key, public_key = _signing_key(work, env)
-    with registry.Registry(os.path.join(work, "registry"), limit=3 * limit + 600) as reg:
+    # killed after the longest the row can take: four fleet runs (warm-up, before, after, alone) and the builder
+    with registry.Registry(os.path.join(work, "registry"), limit=4 * limit + 600) as reg:
         repo = reg.oci_url(REGISTRY_REPOSITORY)
 
         def node(phase: str, index: int) -> List[str]:
