@@ -23,6 +23,7 @@ from driver_loader.core.policy import (
     checksum_required_before_download,
     judged_kernel,
     needs_driver_version,
+    publish_decision,
 )
 
 GOOD = "a" * 64
@@ -175,3 +176,22 @@ def test_a_required_key_decides_whether_the_cache_is_used(signed_by, kinds):
     assert plan.kinds() == kinds
     if kinds == (StepKind.FAIL,):
         assert "required key key1" in plan.steps[0].detail
+
+
+@pytest.mark.parametrize("evidence", list(Evidence))
+@pytest.mark.parametrize("pin_name", list(PINS))
+def test_only_checked_bytes_may_be_published(evidence, pin_name):
+    """A registry's layer digest is every reader's checksum: publishing follows the strict rule, whatever --verify
+    said when the artifact was fetched."""
+    decision = publish_decision(ChecksumRecord(GOOD, evidence), pin=PINS[pin_name])
+    usable, _ = expected(VerifyPolicy.STRICT, evidence, pin_name, "elf fits")
+    assert decision.usable is usable
+    if evidence in (Evidence.RECORDED, Evidence.UNCHECKED) and pin_name == "no pin":
+        assert not decision.usable and "publishing requires" in decision.reason and "--sha256" in decision.hint
+
+
+def test_a_signature_by_the_required_key_vouches_for_publishing():
+    record = ChecksumRecord(GOOD, Evidence.RECORDED, signed_by="key1")
+    assert publish_decision(record, pin=None, signer="key1").usable
+    assert not publish_decision(record, pin=None, signer="key2").usable
+    assert not publish_decision(record, pin=None).usable

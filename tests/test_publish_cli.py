@@ -309,7 +309,7 @@ def test_all_pushes_every_verified_entry_and_reports_the_others(registry, node):
     skipped = {entry["path"]: entry for entry in document["skipped"]}
     assert set(skipped) == {notes, only_recorded, mislabelled}
     assert not skipped[notes]["refused"] and skipped[only_recorded]["refused"] and skipped[mislabelled]["refused"]
-    assert "--verify strict" in skipped[only_recorded]["reason"]
+    assert "publishing requires" in skipped[only_recorded]["reason"]
     assert "driver version '8.0.0+driver', not '8.3.0+driver'" in skipped[mislabelled]["reason"]
     assert "2 of 5 drivers" in result.stderr
     for (version, name), path in drivers.items():
@@ -337,7 +337,7 @@ def test_a_mirror_is_published_only_as_far_as_its_checksums_vouch_for_it(registr
     assert [entry["file_name"] for entry in document["published"]] == [names[0]]
     assert document["published"][0]["verified_by"] == "sha256-sidecar"
     reasons = {Path(entry["path"]).name: entry["reason"] for entry in document["skipped"]}
-    assert "--verify strict" in reasons[names[1]] and "checksum mismatch" in reasons[names[2]]
+    assert "publishing requires" in reasons[names[1]] and "checksum mismatch" in reasons[names[2]]
     assert [manifest_at(registry, repository, tag)[0] for tag in tags] == [200, 404, 404]
 
     # A SHA256SUMS beside them vouches for the second; the sidecar that lies still stops the third.

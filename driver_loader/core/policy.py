@@ -150,6 +150,21 @@ def checksum_decision(record: ChecksumRecord, *, policy: VerifyPolicy, pin: Opti
                     warning="the repository publishes no checksum for this artifact; recorded its digest")
 
 
+def publish_decision(record: ChecksumRecord, *, pin: Optional[Pin], signer: Optional[str] = None) -> Decision:
+    """May this artifact be published to a registry? Its layer digest becomes every reader's checksum there (and
+    satisfies their --verify strict), so only bytes that were checked may go: the strict rule, whatever --verify
+    says here. A digest that was only recorded would otherwise come out of the registry looking verified. A valid
+    signature by the required key vouches for the bytes as a published checksum would."""
+    vouched = signer is not None and record.signed_by == signer
+    decision = checksum_decision(record, policy=VerifyPolicy.AUTO if vouched else VerifyPolicy.STRICT, pin=pin,
+                                 signer=signer)
+    if not decision.usable and decision.hint == STRICT_HINT:
+        return dataclasses.replace(decision, reason=f"{decision.reason.replace('--verify strict', 'publishing')}",
+                                   hint="pin it with --sha256 or --checksums, or fetch it from a repository that "
+                                        "publishes its checksum, then publish it")
+    return decision
+
+
 def checksum_required_before_download(policy: VerifyPolicy, pin: Optional[Pin],
                                       published: bool) -> Optional[Decision]:
     """Refuse a download before it starts when its result could never be used. None means go ahead."""

@@ -54,7 +54,7 @@ from driver_loader.core.oci import (
     signature_tag,
     simple_signing_payload,
 )
-from driver_loader.core.policy import ChecksumRecord, Evidence, VerifyPolicy, checksum_decision
+from driver_loader.core.policy import ChecksumRecord, Evidence, publish_decision
 from driver_loader.core.settings import Settings
 from driver_loader.output.log import get_logger
 from driver_loader.pipeline.verify import pins
@@ -306,14 +306,10 @@ def _policy_refusal(driver: DriverFile, settings: Settings) -> Optional[Verifica
     """The acquisition policy's verdict on the driver's checksum record, as install would ask it: None when it may be
     used (and so published)."""
     location = f"{driver.driver_version}/{driver.arch}/{driver.file_name}"
-    decision = checksum_decision(driver.record, policy=VerifyPolicy(settings.verify.policy),
-                                 pin=pins(settings).pin(location), signer=signature.required_signer(settings))
+    decision = publish_decision(driver.record, pin=pins(settings).pin(location),
+                                signer=signature.required_signer(settings))
     if not decision.usable:
         return VerificationError(f"{driver.path} is not published: {decision.reason}", hint=decision.hint)
-    if decision.warning:
-        log.warning(f"publishing an artifact whose digest was only recorded: {decision.warning}; readers of the "
-                    "registry will trust its layer digest (--verify strict refuses to publish it)",
-                    path=driver.path, sha256=driver.sha256)
     return None
 
 
