@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import unquote
 
 RESULT_PREFIX = "E2E-RESULT "
@@ -592,6 +592,102 @@ def scenario_image_kmod(guest: Guest, rec: Recorder) -> None:
     rec.check("nothing written to config.d for a fixed kind", not list(config_d.iterdir()))
 
 
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root}/storage
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+def _start_registry(rec: Recorder, root: Path) -> Optional[Tuple[subprocess.Popen, str]]:
+    """Debian's docker-registry (the CNCF distribution registry) on the guest's loopback, as a fleet's would be."""
+    import socket
+    import urllib.request
+
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (root / "config.yml").write_text(REGISTRY_CONFIG.format(root=root, port=port))
+    with open(root / "registry.log", "wb") as log:  # the registry keeps its own descriptor
+        process = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
+                                   stderr=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=5).read()
+            return process, f"127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    rec.check("setup: docker-registry answers on the guest's loopback", False,
+              (root / "registry.log").read_text(errors="replace")[-800:])
+    return None
+
+
+def _key_pair(rec: Recorder, directory: Path, name: str) -> Path:
+    key = directory / f"{name}.key"
+    for argv in (["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
+                 ["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(directory / f"{name}.pub")]):
+        rec.run(argv, setup=True)
+    return key
+
+
+def scenario_registry_signed(guest: Guest, rec: Recorder) -> None:
+    """Build once, publish signed, every node pulls and verifies: a builder puts the verified module in its own cache
+    and publishes it, signed, to a registry on the guest's loopback; `install --repo oci://... --verify-key` pulls,
+    verifies and loads it. A node trusting another key refuses the same artifact before the kernel sees it."""
+    guest.fresh_state(rec)
+    work = Path("/tmp/e2e-registry")
+    started = _start_registry(rec, work / "registry")
+    if started is None:
+        return
+    registry, address = started
+    try:
+        mirror = guest.mirror_with(rec, "good", {"8.0.0+driver": guest.module_bytes("8.0.0+driver")})
+        if mirror is None:
+            return
+        builder_key = _key_pair(rec, work, "builder")
+        other_key = _key_pair(rec, work, "other")
+        builder_cache = work / "builder-cache"
+        repo = f"oci://{address}/falco/drivers"
+        fetched = guest.cli(rec, "download", "--type", "kmod", "--driver-version", "8.0.0+driver", "--repo", mirror,
+                            "--cache-dir", str(builder_cache))
+        rec.check("the builder has the verified module in its cache", fetched.exit == 0, fetched.stderr[-800:])
+        published = guest.cli(rec, "publish", "--type", "kmod", "--driver-version", "8.0.0+driver",
+                              "--cache-dir", str(builder_cache), "--repo", repo, "--sign-key", str(builder_key))
+        expect_exit(rec, published, 0)
+        again = guest.cli(rec, "publish", "--type", "kmod", "--driver-version", "8.0.0+driver",
+                          "--cache-dir", str(builder_cache), "--repo", repo, "--sign-key", str(builder_key))
+        rec.check("publishing again changes nothing", again.exit == 0 and "unchanged" in again.output,
+                  again.output[-800:])
+        refused = guest.cli(rec, "install", "--type", "kmod", "--driver-version", "8.0.0+driver", "--repo", repo,
+                            "--no-compile", "--verify-key", str(other_key.with_suffix(".pub")))
+        expect_exit(rec, refused, 4)
+        rec.check("another key's node refuses it, naming the key", "is not valid for key" in refused.stderr,
+                  refused.stderr[-800:])
+        expect_version(rec, guest, None, "nothing loaded after the refusal")
+        installed = guest.cli(rec, "install", "--type", "kmod", "--driver-version", "8.0.0+driver", "--repo", repo,
+                              "--no-compile", "--verify-key", str(builder_key.with_suffix(".pub")))
+        expect_exit(rec, installed, 0)
+        expect_version(rec, guest, "8.0.0+driver")
+        rec.check("the signature was verified before the load", "signature verified" in installed.stderr,
+                  installed.stderr[-800:])
+        cached = [Path(p) for p in guest.cached_files() if p.endswith(".ko")]
+        rec.check("the pulled module is the builder's, byte for byte",
+                  len(cached) == 1 and sha256_file(cached[0]) == sha256_file(Path(guest.config["modules"]
+                                                                                  ["8.0.0+driver"])),
+                  ", ".join(map(str, cached)))
+    finally:
+        registry.kill()
+        registry.wait()
+
+
 SCENARIOS: Dict[str, Callable[[Guest, Recorder], None]] = {
     "smoke_kmod": scenario_smoke_kmod,
     "smoke_loopback_http": scenario_smoke_loopback_http,
@@ -610,6 +706,7 @@ SCENARIOS: Dict[str, Callable[[Guest, Recorder], None]] = {
     "build_fallback": scenario_build_fallback,
     "cleanup": scenario_cleanup,
     "persist": scenario_persist,
+    "registry_signed": scenario_registry_signed,
     "image_kmod": scenario_image_kmod,
 }
 
