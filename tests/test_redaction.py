@@ -30,6 +30,8 @@ def _no_secrets_known():
     ("proxy-authorization=Negotiate abc", "proxy-authorization=****"),
     ("password=hunter2 and api_key: k-123 and X-Api-Key=zz9", "password=**** and api_key: **** and X-Api-Key=****"),
     ("Token abcd1234efgh", "Token ****"),
+    ("Authorization: basic dXNlcjpwYXNzd29yZA=", "Authorization: ****"),
+    ("WWW-Authenticate answered: Digest 0123456789abcdef", "WWW-Authenticate answered: Digest ****"),
 ])
 def test_credential_shapes_are_redacted(text, expected):
     assert redact_patterns(text) == expected
@@ -42,6 +44,8 @@ def test_credential_shapes_are_redacted(text, expected):
     "the token expired",
     "https://download.falco.org/driver/8.0.0%2Bdriver/x86_64/falco_debian_6.1.0-13-amd64_1.ko",
     "file:///srv/mirror/driver",
+    "recorded its digest path=/root/.falco/8.0.0+driver/x86_64/falco.ko sha256=abc",
+    "verified by the token url=https://host/d/x.ko",
 ])
 def test_ordinary_output_is_left_alone(text):
     assert redact_patterns(text) == text

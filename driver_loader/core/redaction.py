@@ -36,9 +36,11 @@ _CREDENTIAL_PAIR = re.compile(
     r"x-amz-credential|jfrog-art-api))(?P<sep>\s*[:=]\s*\"?)(?P<value>[^\s\"',;&<>)\]}]+)",
     re.IGNORECASE)
 # An auth scheme's credential: "Bearer <token>"; "Basic <base64>" and the like when the value looks encoded (a
-# digit or one of = + /), so that "basic checks" stays readable.
+# digit or one of = + /), so that "basic checks" stays readable; and not when the word after it is a log field
+# (`digest path=/root/...`): base64 has '=' only at its end.
 _AUTH_SCHEME = re.compile(r"(?P<scheme>\bbearer)(?P<sep>\s+)(?P<value>[A-Za-z0-9\-._~+/=%]{4,})|"
                           r"(?P<scheme2>\b(?:basic|digest|negotiate|token))(?P<sep2>\s+)"
+                          r"(?![A-Za-z_][A-Za-z0-9_]*=[^=\s])"
                           r"(?P<value2>(?=[A-Za-z0-9\-._~+/%]*[0-9=+/])[A-Za-z0-9\-._~+/=%]{8,})", re.IGNORECASE)
 
 
