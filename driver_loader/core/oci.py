@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from driver_loader.core.errors import UsageError, VerificationError
 from driver_loader.core.naming import unsafe_reason
+from driver_loader.core.nesting import deeper_than
 from driver_loader.core.redaction import redact_url
 
 LAYOUT_VERSION = 1
@@ -335,18 +336,6 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _deeper_than(value: Any, max_depth: int) -> bool:
-    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return True
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-    return False
-
-
 def _load_object(data: bytes, what: str, max_bytes: int, hint: str) -> Dict[str, Any]:
     """A JSON object from untrusted bytes: at most `max_bytes`, UTF-8, no duplicate keys, no NaN/Infinity,
     nested at most MAX_JSON_DEPTH levels."""
@@ -363,7 +352,7 @@ def _load_object(data: bytes, what: str, max_bytes: int, hint: str) -> Dict[str,
         raise OciLayoutError(what, "not UTF-8", hint=hint) from None
     except ValueError as error:
         raise OciLayoutError(what, f"not valid JSON ({str(error).splitlines()[0][:120]})", hint=hint) from None
-    if _deeper_than(value, MAX_JSON_DEPTH):
+    if deeper_than(value, MAX_JSON_DEPTH):
         raise OciLayoutError(what, f"nested more than {MAX_JSON_DEPTH} levels deep", hint=hint)
     if not isinstance(value, dict):
         raise OciLayoutError(what, f"a JSON {type(value).__name__}, not an object", hint=hint)

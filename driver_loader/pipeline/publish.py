@@ -57,8 +57,8 @@ from driver_loader.core.oci import (
 from driver_loader.core.policy import ChecksumRecord, Evidence, publish_decision
 from driver_loader.core.settings import Settings
 from driver_loader.output.log import get_logger
-from driver_loader.pipeline.verify import pins
-from driver_loader.system.files import UnreadableFile, read_fd, read_regular_file
+from driver_loader.pipeline.verify import open_artifact, pins, read_artifact
+from driver_loader.system.files import UnreadableFile, read_regular_file
 
 if TYPE_CHECKING:
     from driver_loader.artifacts.cache import ArtifactCache
@@ -526,25 +526,11 @@ def _hash_file(path: str) -> str:
 def _read_driver(driver: DriverFile) -> bytes:
     """The file's bytes, read once through a descriptor that follows no link, and checked against the digest the
     policy accepted: what is pushed is exactly what was judged."""
-    from driver_loader.artifacts.elf import MAX_ARTIFACT_SIZE
-
+    fd = open_artifact(driver.path)
     try:
-        fd = os.open(driver.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise VerificationError(f"cannot open {driver.path}: {exc.strerror or exc}",
-                                hint="it vanished or was replaced by a link; run again") from None
-    try:
-        data = read_fd(fd, MAX_ARTIFACT_SIZE + 1)
+        data = read_artifact(fd, driver.path, driver.sha256)
     finally:
         os.close(fd)
-    if len(data) > MAX_ARTIFACT_SIZE:
-        raise VerificationError(f"{driver.path} is larger than {MAX_ARTIFACT_SIZE} bytes",
-                                hint="a Falco driver is a few MiB; this is not a driver artifact")
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != driver.sha256:
-        raise VerificationError(f"{driver.path} changed after it was verified (sha256 {actual}, expected "
-                                f"{driver.sha256}); nothing was pushed",
-                                hint="something modified it; fetch or build it again")
     return data
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
 from driver_loader.artifacts.signature import required_signer
 from driver_loader.core.driver_types import DriverType
@@ -130,27 +130,12 @@ def open_verified(artifact: Artifact, plan: Plan, settings: Settings, kernel: Ru
     """Open the artifact once and judge the bytes read from that descriptor: their digest is the one recorded
     when it was obtained, the policy accepts its checksum, and its ELF passes every pre-load check. Raises
     VerificationError saying why otherwise; nothing is loaded or handed over."""
-    from driver_loader.artifacts.elf import MAX_ARTIFACT_SIZE, compression_of, decompress, inspect_artifact
+    from driver_loader.artifacts.elf import compression_of, decompress, inspect_artifact
 
+    fd = open_artifact(artifact.path)
     try:
-        fd = os.open(artifact.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise VerificationError(f"cannot open {artifact.path}: {exc.strerror or exc}",
-                                hint="the cached artifact vanished or was replaced by a link; run again") from None
-    try:
-        raw = read_fd(fd, MAX_ARTIFACT_SIZE + 1)
-        if len(raw) > MAX_ARTIFACT_SIZE:
-            raise VerificationError(f"{artifact.path} is larger than {MAX_ARTIFACT_SIZE} bytes",
-                                    hint="a Falco driver is a few MiB; this is not a driver artifact")
-        import hashlib
-
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest != artifact.sha256:
-            raise VerificationError(
-                f"{artifact.path} changed after it was verified (sha256 {digest}, expected {artifact.sha256})",
-                tried=[f"{artifact.source}: verified by {artifact.evidence}"],
-                hint="something modified the cache; remove the file and run again",
-            )
+        raw = read_artifact(fd, artifact.path, artifact.sha256, tried=[f"{artifact.source}: verified by "
+                                                                      f"{artifact.evidence}"])
         policy = VerifyPolicy(settings.verify.policy)
         elf = decompress(raw, filename=artifact.path)
         info = inspect_artifact(elf, filename=artifact.path)
@@ -176,6 +161,33 @@ def open_verified(artifact: Artifact, plan: Plan, settings: Settings, kernel: Ru
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_artifact(path: str) -> int:
+    """A descriptor on the artifact that follows no link: what is judged through it is what gets loaded or pushed."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise VerificationError(f"cannot open {path}: {exc.strerror or exc}",
+                                hint="the artifact vanished or was replaced by a link; run again") from None
+
+
+def read_artifact(fd: int, path: str, sha256: str, *, tried: Sequence[str] = ()) -> bytes:
+    """The artifact's bytes through `fd`, at most MAX_ARTIFACT_SIZE, which must still hash to `sha256`, the digest
+    the policy accepted when it was obtained."""
+    import hashlib
+
+    from driver_loader.artifacts.elf import MAX_ARTIFACT_SIZE
+
+    raw = read_fd(fd, MAX_ARTIFACT_SIZE + 1)
+    if len(raw) > MAX_ARTIFACT_SIZE:
+        raise VerificationError(f"{path} is larger than {MAX_ARTIFACT_SIZE} bytes",
+                                hint="a Falco driver is a few MiB; this is not a driver artifact")
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != sha256:
+        raise VerificationError(f"{path} changed after it was verified (sha256 {digest}, expected {sha256})",
+                                tried=tried, hint="something modified it; remove the file and run again")
+    return raw
 
 
 def pins(settings: Settings) -> Any:

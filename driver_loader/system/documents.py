@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from driver_loader.core.nesting import deeper_than
+
 MAX_DEPTH = 32
 MAX_YAML_NODES = 10_000
 
@@ -24,21 +26,9 @@ def load_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise DocumentLimitError(f"it is nested more than {max_depth} levels deep") from None
-    if _deeper_than(value, max_depth):
+    if deeper_than(value, max_depth):
         raise DocumentLimitError(f"it is nested more than {max_depth} levels deep")
     return value
-
-
-def _deeper_than(value: Any, max_depth: int) -> bool:
-    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return True
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-    return False
 
 
 def load_yaml(text: str, *, max_depth: int = MAX_DEPTH, max_nodes: int = MAX_YAML_NODES) -> Any:
