@@ -359,3 +359,18 @@ def test_an_unusable_key_file_is_exit_2_before_anything_is_fetched(server, downl
     assert result.returncode == 2, result.stderr
     assert str(bad) in result.stderr
     assert len(server.log) == 0
+
+
+def test_a_file_repository_needs_the_signature_beside_the_file_too(download, signing_keys, tmp_path):
+    place = tmp_path / "mirror" / DEFAULT_VERSION / "x86_64"
+    place.mkdir(parents=True)
+    (place / FILENAME).write_bytes(BODY)
+    (place / f"{FILENAME}.sha256").write_text(f"{sha256(BODY)}  {FILENAME}\n")
+    repo = f"file://{tmp_path / 'mirror'}"
+    key = str(signing_keys / "builder.pub")
+    unsigned = download("--repo", repo, "--verify-key", key)
+    assert unsigned.returncode == 4 and "has no signature" in unsigned.stderr, unsigned.stderr
+    (place / f"{FILENAME}.sig").write_text(openssl_signature(signing_keys / "builder.key", BODY))
+    signed = download("--repo", repo, "--verify-key", key, "--output", "json")
+    assert signed.returncode == 0, signed.stderr
+    assert json.loads(signed.stdout)["signed_by"]
