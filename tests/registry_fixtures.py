@@ -253,6 +253,7 @@ class TokenServer:
         self.username = username
         self.password = password
         self.requests = 0
+        self.anonymous_pulls = False  # like a public registry: pull tokens for anyone who asks
         self.lifetime = 300
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
                         "-out", str(self.cert), "-days", "2", "-subj", "/CN=falco-driver-loader test token issuer"],
@@ -271,7 +272,10 @@ class TokenServer:
 
         self.requests += 1
         expected = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
+        anonymous = self.anonymous_pulls and "Authorization" not in request.headers
+        if anonymous and any(not scope.endswith(":pull") for scope in request.args.getlist("scope")):
+            return Response('{"details":"anonymous pulls only"}', status=401, content_type="application/json")
+        if not anonymous and request.headers.get("Authorization") != expected:
             return Response('{"details":"invalid credentials"}', status=401, content_type="application/json")
         access = []
         for scope in request.args.getlist("scope"):

@@ -217,3 +217,24 @@ def test_doctor_looks_for_the_tag_and_its_signature(registry, tmp_path, keys):
     assert checks["prebuilt"]["status"] == "warn" and "no signature" in checks["prebuilt"]["summary"]
     sign_manifest(registry, repository, manifest, keys["builder"])
     assert doctor("--verify-key", public)["prebuilt"]["status"] == "pass"
+
+
+def test_an_anonymous_token_registry_costs_three_requests_once_its_challenge_is_known(token_registry, download):
+    """token, manifest, blob: the first run learns the token endpoint from a 401 and keeps it in the cache."""
+    repository = token_registry.new_repository()
+    push_driver(token_registry, repository, BODY, FILENAME, tag=TAG)
+    token_registry.token_server.anonymous_pulls = True
+    try:
+        def pull():
+            before = token_registry.token_server.requests
+            result = download("--repo", token_registry.oci_url(repository), "--log-level", "debug")
+            assert result.returncode == 0, result.stderr
+            registry_requests = result.stderr.count("registry request")
+            return registry_requests + token_registry.token_server.requests - before
+
+        assert pull() == 4  # manifest (401), token, manifest, blob
+        for entry in download.cache_dir.rglob("*.ko"):
+            entry.unlink()  # the driver is gone, the challenge is kept
+        assert pull() == 3
+    finally:
+        token_registry.token_server.anonymous_pulls = False

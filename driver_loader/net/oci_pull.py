@@ -11,6 +11,7 @@ allowed explicitly (--registry-plain-http).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Dict, List, Optional, Tuple
 
 from driver_loader.artifacts.signature import PublicKey, SignatureError, verify
@@ -27,11 +28,16 @@ from driver_loader.core.oci import (
 )
 from driver_loader.core.settings import Settings
 from driver_loader.net.http import LoaderSession
-from driver_loader.net.oci import DOCKER_MANIFEST, RegistryClient
+from driver_loader.net.oci import DOCKER_MANIFEST, Challenge, RegistryClient
 from driver_loader.net.registry_auth import find_credentials
 from driver_loader.output.log import get_logger
+from driver_loader.system.atomic import write_atomically
+from driver_loader.system.files import UnreadableFile, read_regular_file
 
 log = get_logger(__name__)
+
+CHALLENGES_DIR = ".oci-challenges"
+CHALLENGE_FILE_LIMIT = 4096
 
 
 
@@ -73,8 +79,38 @@ class OciPuller:
         registry = self.settings.registry
         credentials = find_credentials(repo.registry, repo.repository, username=registry.username,
                                        password=registry.password, auth_file=registry.auth_file)
+        challenge = self._saved_challenge(repo) if credentials.credentials is None else None
         return RegistryClient(self.session, repo.registry, repo.repository, plain_http=plain_http,
-                              credentials=credentials)
+                              credentials=credentials, challenge=challenge)
+
+    # An anonymous token registry answers the first request with a 401 that names its token endpoint. Keeping that
+    # challenge in the cache lets later runs ask for the token first: token, manifest, blob. Only without
+    # credentials: a saved file never decides where credentials are sent.
+    def _challenge_path(self, repo: OciRepository) -> str:
+        name = "".join(c if c.isalnum() or c in "-." else "_" for c in repo.registry)
+        return os.path.join(self.settings.cache_dir, CHALLENGES_DIR, f"{name}.json")
+
+    def _saved_challenge(self, repo: OciRepository) -> Optional[Challenge]:
+        try:
+            text = read_regular_file(self._challenge_path(repo), CHALLENGE_FILE_LIMIT, follow_symlinks=False)
+        except UnreadableFile:
+            return None
+        return Challenge.from_json(text.decode("utf-8", errors="replace"))
+
+    def remember_challenge(self, repo: OciRepository) -> None:
+        """Keep the registry's token challenge for the next run, when it is anonymous and new; never fails a run."""
+        client = self._clients.get((repo.registry, repo.repository))
+        if client is None or client.challenge is None or client.credentials is not None:
+            return
+        path = self._challenge_path(repo)
+        data = client.challenge.to_json().encode()
+        try:
+            if self._saved_challenge(repo) == client.challenge:
+                return
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            write_atomically(path, data, mode=0o600)
+        except OSError as exc:
+            log.debug("could not keep the registry's challenge", path=path, error=str(exc))
 
     def resolve(self, repo: OciRepository, tag: Optional[str], file_name: str, kind: str) -> ResolvedLayer:
         """The driver layer at `tag` (or the pinned digest): raises HttpFailure (404 when the registry has no such
@@ -86,6 +122,7 @@ class OciPuller:
         layer = parse_manifest(manifest.data, expected_file_name=file_name, expected_kind=kind,
                                expected_digest=repo.digest)
         signed_by = self._check_signature(repo, layer.digest) if self.key is not None else ""
+        self.remember_challenge(repo)
         return ResolvedLayer(repo, layer.digest, layer.layer_digest, layer.layer_sha256, layer.layer_size,
                              signed_by)
 
