@@ -71,6 +71,12 @@ def cache_path(cache_dir: str, driver_version: str, arch: str, filename: str) ->
     return path
 
 
+def cache_location(path: str) -> str:
+    """`<version>/<arch>/<file>` of a cache path (the cache layout), which is what pins are matched against."""
+    parts = path.rstrip("/").split("/")
+    return "/".join(parts[-3:]) if len(parts) >= 3 else path
+
+
 def build_candidates(
     filenames: Sequence[str], cache_dir: str, driver_version: str, arch: str, repos: Sequence[str],
     url: Callable[[str, str, str, str], str] = artifact_url,

@@ -22,10 +22,11 @@ from driver_loader.artifacts.cache import (
 )
 from driver_loader.artifacts.signature import SignatureError, required_key, verify_file_digest
 from driver_loader.core.errors import HttpFailure, LoaderError, NetworkError, NoDriverError, VerificationError
-from driver_loader.core.naming import Candidate, repo_prefix
+from driver_loader.core.naming import Candidate, cache_location, repo_prefix
 from driver_loader.core.oci import is_oci_reference, parse_artifact_reference
 from driver_loader.core.plan import Plan
 from driver_loader.core.policy import (
+    ChecksumRecord,
     Evidence,
     VerifyPolicy,
     checksum_decision,
@@ -323,13 +324,17 @@ class _Fetcher:
         """One driver file from a registry: the manifest's layer digest is the expected checksum (a pin, when
         there is one, must agree with it before anything is downloaded), and the signature is checked on the
         manifest digest before the blob is asked for."""
-        from driver_loader.net.oci_pull import pinned_mismatch
-
         repo, tag = parse_artifact_reference(reference)
         resolved = self.oci.resolve(repo, tag, candidate.filename, str(self.plan.driver_type))
-        pin = self.checksums.pin(_location(candidate))
-        if pin is not None and pin.sha256.lower() != resolved.layer_sha256:
-            raise pinned_mismatch(resolved, pin.sha256.lower(), pin.origin)
+        pin = self.checksums.pin(cache_location(candidate.cache_path))
+        # The policy judges the digest the manifest promises before a byte of the blob is asked for. Content
+        # addressing checks that digest whatever --verify says, so the strict rule is the one that applies.
+        promised = ChecksumRecord(resolved.layer_sha256, Evidence.OCI_DIGEST, resolved.source, resolved.signed_by)
+        decision = checksum_decision(promised, policy=VerifyPolicy.STRICT, pin=pin,
+                                     signer=self.key.key_id if self.key is not None else None)
+        if not decision.usable:
+            raise VerificationError(f"the layer of {resolved.source}: {decision.reason}; nothing was downloaded",
+                                    hint=decision.hint)
         response = self.oci.open_layer(resolved, max_size=self.settings.http.max_size)
         with response:
             try:
@@ -340,7 +345,7 @@ class _Fetcher:
                     expected_size=resolved.size,
                     expected_sha256=resolved.layer_sha256,
                     expectation_source=resolved.source,
-                    verified_by=str(Evidence.PINNED if pin is not None else Evidence.OCI_DIGEST),
+                    verified_by=str(decision.evidence),
                     url=f"{repo.display}@{resolved.manifest_digest}",
                     progress=self.progress,
                     signed_by=resolved.signed_by,
@@ -408,11 +413,6 @@ class _Fetcher:
             hint="; ".join(hints or ["check the network, proxy and TLS settings (--log-level debug shows more)"])
             + "; or " + ADVICE,
         )
-
-
-def _location(candidate: Candidate) -> str:
-    """`<version>/<arch>/<file>` of a candidate (its cache path's tail), what pins are matched against."""
-    return "/".join(candidate.cache_path.rstrip("/").split("/")[-3:])
 
 
 def signature_url(artifact_url: str) -> str:

@@ -15,7 +15,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from driver_loader.artifacts.signature import PublicKey, SignatureError, verify
-from driver_loader.core.errors import HttpFailure, VerificationError
+from driver_loader.core.errors import HttpFailure
 from driver_loader.core.oci import (
     MANIFEST_MEDIA_TYPE,
     MAX_PAYLOAD_BYTES,
@@ -190,8 +190,3 @@ def _speaks_tls(repo: OciRepository, timeout: float = 5.0) -> bool:
     except OSError:
         return True
 
-
-def pinned_mismatch(resolved: ResolvedLayer, pinned_sha256: str, origin: str) -> VerificationError:
-    return VerificationError(
-        f"the layer of {resolved.source} has sha256 {resolved.layer_sha256}, not the digest pinned by {origin} "
-        f"({pinned_sha256})", hint="use the artifact the pin describes, or correct the pin; nothing was downloaded")

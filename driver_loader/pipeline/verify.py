@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 from driver_loader.artifacts.signature import required_signer
 from driver_loader.core.driver_types import DriverType
 from driver_loader.core.errors import LoaderError, VerificationError
+from driver_loader.core.naming import cache_location
 from driver_loader.core.plan import Plan
 from driver_loader.core.policy import (
     ChecksumRecord,
@@ -198,12 +199,6 @@ def pins(settings: Settings) -> Any:
         raise AssertionError("pins never need the network")
 
     return ChecksumResolver(settings.verify, no_documents)
-
-
-def cache_location(path: str) -> str:
-    """`<version>/<arch>/<file>` of a cache path (the cache layout), which is what pins are matched against."""
-    parts = path.rstrip("/").split("/")
-    return "/".join(parts[-3:]) if len(parts) >= 3 else path
 
 
 def keep_only_if_verified(artifact: Artifact, plan: Plan, settings: Settings, cache: Any) -> Verified:
